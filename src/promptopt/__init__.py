@@ -1,0 +1,72 @@
+"""promptopt: find better prompts automatically, with honest numbers.
+
+>>> import promptopt
+>>> task = promptopt.load_task("sst2")                                          # doctest: +SKIP
+>>> result = promptopt.optimize(task, "ape", "smollm2", budget=promptopt.Budget(max_calls=500))  # doctest: +SKIP
+>>> print(result.format())                                                       # doctest: +SKIP
+
+Importing promptopt loads no torch, transformers, litellm or optuna; backends import them on use.
+"""
+
+from promptopt.budget import Budget, Usage
+from promptopt.cache import ResponseCache
+from promptopt.candidate import Prompt
+from promptopt.client import ModelClient
+from promptopt.data import Example
+from promptopt.evaluation import EvalResult, Evaluator, ExampleRecord, compare
+from promptopt.exceptions import (
+    BackendError,
+    BudgetExhausted,
+    ConfigError,
+    DataError,
+    MissingDependencyError,
+    PromptOptError,
+    TemplateError,
+    UnknownComponentError,
+)
+from promptopt.models import get_model
+from promptopt.models.fake import FakeModel
+from promptopt.optimizers import OPTIMIZERS, Optimizer, register_optimizer
+from promptopt.presets import load_optimizer
+from promptopt.result import OptimizationResult
+from promptopt.runner import optimize, resume
+from promptopt.task import Task, make_task
+from promptopt.taskfile import available_tasks, load_task
+from promptopt.template import PromptTemplate
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "OPTIMIZERS",
+    "BackendError",
+    "Budget",
+    "BudgetExhausted",
+    "ConfigError",
+    "DataError",
+    "EvalResult",
+    "Evaluator",
+    "Example",
+    "ExampleRecord",
+    "FakeModel",
+    "MissingDependencyError",
+    "ModelClient",
+    "OptimizationResult",
+    "Optimizer",
+    "Prompt",
+    "PromptOptError",
+    "PromptTemplate",
+    "ResponseCache",
+    "Task",
+    "TemplateError",
+    "UnknownComponentError",
+    "Usage",
+    "available_tasks",
+    "compare",
+    "get_model",
+    "load_optimizer",
+    "load_task",
+    "make_task",
+    "optimize",
+    "register_optimizer",
+    "resume",
+]

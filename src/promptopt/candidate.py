@@ -1,0 +1,155 @@
+"""The prompt candidate: an instruction inside a template, with demos. Frozen and content-addressed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from promptopt.data import Example
+from promptopt.models.base import Message, Messages
+from promptopt.template import PromptTemplate
+
+DEFAULT_SYSTEM = "You are a helpful assistant. Follow the instructions and answer concisely."
+EXPORT_FORMAT = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class Prompt:
+    """One candidate prompt.
+
+    Rendering for an example gives two chat messages: ``system``, then the user message rendered from
+    ``template`` with the example's inputs, ``instruction`` and ``demos``. The id is a hash of everything
+    that changes what the model sees (not of ``parents``/``origin``/``meta``).
+    """
+
+    instruction: str
+    template: str
+    demos: tuple[Example, ...] = ()
+    system: str = DEFAULT_SYSTEM
+    soft_prompt: str | None = None
+    """Path of a PEFT prompt-tuning adapter directory, for soft-prompt candidates."""
+    parents: tuple[str, ...] = field(default=(), compare=False)
+    origin: str = field(default="seed", compare=False)
+    meta: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "demos", tuple(self.demos))
+        object.__setattr__(self, "meta", MappingProxyType(dict(self.meta)))
+
+    @property
+    def id(self) -> str:
+        payload = json.dumps(
+            {
+                "instruction": self.instruction,
+                "template": self.template,
+                "demos": [d.to_dict() for d in self.demos],
+                "system": self.system,
+                "soft_prompt": self.soft_prompt,
+            },
+            sort_keys=True,
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+    @property
+    def prompt_template(self) -> PromptTemplate:
+        return _template(self.template)
+
+    def with_instruction(self, instruction: str, *, origin: str, **meta: Any) -> Prompt:
+        """A child candidate with a new instruction; records this prompt as its parent."""
+        return replace(self, instruction=instruction, parents=(self.id,), origin=origin, meta=meta)
+
+    def demo_variables(self) -> list[dict[str, Any]]:
+        return [{**d.inputs, "answer": d.answer} for d in self.demos]
+
+    def render_user(self, inputs: Mapping[str, Any]) -> str:
+        return self.prompt_template.render(instruction=self.instruction, inputs=inputs, demos=self.demo_variables())
+
+    def render(self, example: Example) -> Messages:
+        return (Message("system", self.system), Message("user", self.render_user(example.inputs)))
+
+    # -- (de)serialisation ------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "instruction": self.instruction,
+            "template": self.template,
+            "demos": [d.to_dict() for d in self.demos],
+            "system": self.system,
+            "soft_prompt": self.soft_prompt,
+            "parents": list(self.parents),
+            "origin": self.origin,
+            "meta": dict(self.meta),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Prompt:
+        return cls(
+            instruction=d["instruction"],
+            template=d["template"],
+            demos=tuple(Example.from_dict(x) for x in d.get("demos", ())),
+            system=d.get("system", DEFAULT_SYSTEM),
+            soft_prompt=d.get("soft_prompt"),
+            parents=tuple(d.get("parents", ())),
+            origin=d.get("origin", "seed"),
+            meta=d.get("meta", {}),
+        )
+
+    def export(self, directory: str | Path, *, extra: Mapping[str, Any] | None = None) -> Path:
+        """Write a self-contained directory (template.jinja, demos.json, manifest.json, README.md).
+
+        The result renders with plain Jinja2; promptopt is not needed at run time.
+        """
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "template.jinja").write_text(self.template if self.template.endswith("\n") else self.template + "\n")
+        (out / "demos.json").write_text(json.dumps(self.demo_variables(), indent=2, ensure_ascii=False) + "\n")
+        manifest = {
+            "format": "promptopt-prompt",
+            "format_version": EXPORT_FORMAT,
+            "id": self.id,
+            "system": self.system,
+            "instruction": self.instruction,
+            "template": "template.jinja",
+            "demos": "demos.json",
+            "input_variables": sorted(self.prompt_template.input_variables),
+            "soft_prompt": self.soft_prompt,
+            "messages": [
+                {"role": "system", "content": "<system>"},
+                {
+                    "role": "user",
+                    "content": "<template.jinja rendered with instruction, demos and the inputs>",
+                },
+            ],
+            **(dict(extra) if extra else {}),
+        }
+        (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+        (out / "README.md").write_text(_EXPORT_README)
+        return out
+
+
+_EXPORT_README = """# Exported prompt
+
+Render it with plain Jinja2 (no promptopt needed):
+
+```python
+import json, jinja2
+m = json.load(open("manifest.json"))
+template = jinja2.Template(open(m["template"]).read())
+demos = json.load(open(m["demos"]))
+user = template.render(instruction=m["instruction"], demos=demos, **inputs).strip()
+messages = [{"role": "system", "content": m["system"]}, {"role": "user", "content": user}]
+```
+
+`inputs` holds the variables listed in `manifest.json` under `input_variables`.
+"""
+
+
+@lru_cache(maxsize=512)
+def _template(source: str) -> PromptTemplate:
+    return PromptTemplate(source)

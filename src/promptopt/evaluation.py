@@ -1,0 +1,248 @@
+"""The evaluator: the one code path that turns (prompt, examples, model) into scores.
+
+render → batch → model (label scoring or generation) → parse → metric, with one record per example.
+A model/API failure or an unparsable output is recorded as an error (score 0) and counted apart from
+wrong answers. Classification tasks are scored by label log-likelihood when the model can (one pass per
+example), because small models' free text is often unparsable even when they 'know' the label.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Literal
+
+from promptopt.candidate import Prompt
+from promptopt.client import ModelClient
+from promptopt.data import Example
+from promptopt.models.base import GenerationRequest, ScoreRequest
+from promptopt.stats import PairedComparison, bootstrap_ci, mean, paired_comparison
+from promptopt.task import Task
+
+Mode = Literal["auto", "score", "generate"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExampleRecord:
+    example_id: str
+    prediction: str | None
+    score: float
+    raw: str = ""
+    error: str | None = None
+    error_kind: Literal["api", "parse"] | None = None
+    label_logprobs: tuple[float, ...] | None = None
+    cached: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        if self.label_logprobs is not None:
+            d["label_logprobs"] = list(self.label_logprobs)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ExampleRecord:
+        lp = d.get("label_logprobs")
+        return cls(**{**d, "label_logprobs": tuple(lp) if lp is not None else None})
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalResult:
+    """Scores of one prompt on a list of examples."""
+
+    prompt_id: str
+    split: str
+    mode: str
+    records: tuple[ExampleRecord, ...]
+    calls: int = 0
+    """Model calls this evaluation made (cache hits excluded)."""
+
+    @property
+    def n(self) -> int:
+        return len(self.records)
+
+    @property
+    def scores(self) -> list[float]:
+        return [r.score for r in self.records]
+
+    @property
+    def mean(self) -> float:
+        return mean(self.scores)
+
+    @cached_property
+    def ci(self) -> tuple[float, float]:
+        return bootstrap_ci(self.scores)
+
+    @property
+    def n_api_errors(self) -> int:
+        return sum(r.error_kind == "api" for r in self.records)
+
+    @property
+    def n_parse_errors(self) -> int:
+        return sum(r.error_kind == "parse" for r in self.records)
+
+    def failures(self) -> list[ExampleRecord]:
+        """Examples answered wrongly (including parse errors; API errors are not the prompt's fault)."""
+        return [r for r in self.records if r.score < 1.0 and r.error_kind != "api"]
+
+    def summary(self) -> dict[str, Any]:
+        lo, hi = self.ci
+        return {
+            "split": self.split,
+            "n": self.n,
+            "mean": self.mean,
+            "ci_low": lo,
+            "ci_high": hi,
+            "api_errors": self.n_api_errors,
+            "parse_errors": self.n_parse_errors,
+            "calls": self.calls,
+            "mode": self.mode,
+        }
+
+    def format(self) -> str:
+        lo, hi = self.ci
+        errs = f", {self.n_api_errors} API errors" if self.n_api_errors else ""
+        errs += f", {self.n_parse_errors} unparsable" if self.n_parse_errors else ""
+        return f"{self.mean:.3f} [95% CI {lo:.3f}–{hi:.3f}] on {self.split} (n={self.n}{errs})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "prompt_id": self.prompt_id,
+            "split": self.split,
+            "mode": self.mode,
+            "calls": self.calls,
+            "records": [r.to_dict() for r in self.records],
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> EvalResult:
+        return cls(
+            prompt_id=d["prompt_id"],
+            split=d["split"],
+            mode=d["mode"],
+            calls=d.get("calls", 0),
+            records=tuple(ExampleRecord.from_dict(r) for r in d["records"]),
+        )
+
+
+def compare(a: EvalResult, b: EvalResult) -> PairedComparison:
+    """Paired bootstrap comparison of two prompts on the examples both were scored on (B − A)."""
+    sb = {r.example_id: r.score for r in b.records}
+    common = [r for r in a.records if r.example_id in sb]
+    return paired_comparison([r.score for r in common], [sb[r.example_id] for r in common])
+
+
+@dataclass
+class Evaluator:
+    """Scores prompts for ``task`` through ``client`` (which carries the cache and the budget)."""
+
+    task: Task
+    client: ModelClient
+    mode: Mode = "auto"
+    progress: Callable[[int, int], None] | None = field(default=None, repr=False)
+    """Called with (examples done, total) while an evaluation runs."""
+
+    @property
+    def resolved_mode(self) -> Literal["score", "generate"]:
+        if self.mode != "auto":
+            return self.mode
+        return "score" if self.task.is_classification and self.client.model.capabilities.score else "generate"
+
+    def evaluate(
+        self,
+        prompt: Prompt,
+        examples: Sequence[Example] | None = None,
+        *,
+        split: str = "dev",
+        client: ModelClient | None = None,
+    ) -> EvalResult:
+        """Score ``prompt`` on ``examples`` (default: the task's ``split``)."""
+        client = client or self.client
+        if examples is None:
+            examples = self.task.splits[split]
+        messages = [prompt.render(ex) for ex in examples]
+        done = 0
+
+        def tick(k: int) -> None:
+            nonlocal done
+            done += k
+            if self.progress:
+                self.progress(done, len(examples))
+
+        calls_before = client.budget.total.calls
+        mode = self.resolved_mode
+        if mode == "score":
+            if self.task.labels is None:
+                raise ValueError(f"task '{self.task.name}' has no labels; label scoring needs them")
+            labels = self.task.labels
+            responses = client.score([ScoreRequest(messages=m, continuations=labels) for m in messages], on_done=tick)
+            records = [
+                self._record_scored(ex, r.error, r.logprobs, labels, r.cached)
+                for ex, r in zip(examples, responses, strict=True)
+            ]
+        else:
+            gen = self.task.generation
+            responses_g = client.generate(
+                [GenerationRequest(messages=m, max_tokens=gen.max_tokens, stop=gen.stop) for m in messages],
+                on_done=tick,
+            )
+            records = [
+                self._record_generated(ex, r.error, r.text, r.cached)
+                for ex, r in zip(examples, responses_g, strict=True)
+            ]
+        return EvalResult(
+            prompt_id=prompt.id,
+            split=split,
+            mode=mode,
+            records=tuple(records),
+            calls=client.budget.total.calls - calls_before,
+        )
+
+    def _record_generated(self, ex: Example, error: str | None, text: str, cached: bool) -> ExampleRecord:
+        if error:
+            return ExampleRecord(
+                example_id=ex.id, prediction=None, score=0.0, error=error, error_kind="api", cached=cached
+            )
+        parsed = self.task.parser(text)
+        if parsed is None:
+            return ExampleRecord(
+                example_id=ex.id,
+                prediction=None,
+                score=0.0,
+                raw=text,
+                error=f"{self.task.parser.name}: no answer found in the output",
+                error_kind="parse",
+                cached=cached,
+            )
+        return ExampleRecord(
+            example_id=ex.id, prediction=parsed, score=self.task.metric(parsed, ex), raw=text, cached=cached
+        )
+
+    def _record_scored(
+        self,
+        ex: Example,
+        error: str | None,
+        logprobs: tuple[float, ...],
+        labels: tuple[str, ...],
+        cached: bool,
+    ) -> ExampleRecord:
+        if error or len(logprobs) != len(labels) or any(math.isnan(x) for x in logprobs):
+            return ExampleRecord(
+                example_id=ex.id,
+                prediction=None,
+                score=0.0,
+                error=error or "label scoring returned malformed log-probs",
+                error_kind="api",
+                cached=cached,
+            )
+        best = max(range(len(labels)), key=lambda i: logprobs[i])
+        pred = labels[best]
+        return ExampleRecord(
+            example_id=ex.id,
+            prediction=pred,
+            score=self.task.metric(pred, ex),
+            raw=pred,
+            label_logprobs=tuple(logprobs),
+            cached=cached,
+        )

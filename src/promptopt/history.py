@@ -1,0 +1,101 @@
+"""The run history: one frozen record per evaluated candidate, appended to history.jsonl as it goes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from promptopt.candidate import Prompt
+from promptopt.evaluation import EvalResult
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrialRecord:
+    """A candidate and its evaluation. ``full`` marks an evaluation on the whole dev split (only those
+    compete for best prompt); minibatch evaluations have ``full=False``."""
+
+    trial: int
+    step: int
+    prompt: Prompt
+    result: EvalResult | None
+    status: Literal["complete", "failed"] = "complete"
+    error: str | None = None
+    full: bool = True
+    calls_so_far: int = 0
+    elapsed: float = 0.0
+
+    @property
+    def mean(self) -> float:
+        return self.result.mean if self.result is not None else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "trial": self.trial,
+            "step": self.step,
+            "status": self.status,
+            "error": self.error,
+            "full": self.full,
+            "calls_so_far": self.calls_so_far,
+            "elapsed": round(self.elapsed, 3),
+            "summary": self.result.summary() if self.result is not None else None,
+            "prompt": self.prompt.to_dict(),
+            "result": self.result.to_dict() if self.result is not None else None,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TrialRecord:
+        return cls(
+            trial=d["trial"],
+            step=d["step"],
+            prompt=Prompt.from_dict(d["prompt"]),
+            result=EvalResult.from_dict(d["result"]) if d.get("result") else None,
+            status=d["status"],
+            error=d.get("error"),
+            full=d["full"],
+            calls_so_far=d.get("calls_so_far", 0),
+            elapsed=d.get("elapsed", 0.0),
+        )
+
+
+class History:
+    """Ordered trial records; written line by line to ``path`` when given."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
+        self.records: list[TrialRecord] = []
+        if path is not None:
+            path.write_text("")
+
+    def append(self, record: TrialRecord) -> None:
+        self.records.append(record)
+        if self.path is not None:
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(record.to_dict(), ensure_ascii=False) + "\n")
+
+    def __iter__(self) -> Iterator[TrialRecord]:
+        return iter(self.records)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def full(self) -> list[TrialRecord]:
+        """Completed full-dev evaluations, in order."""
+        return [r for r in self.records if r.full and r.status == "complete" and r.result is not None]
+
+    def best(self) -> TrialRecord | None:
+        """Highest full-dev mean; ties go to the earlier (simpler) candidate."""
+        full = self.full()
+        return max(full, key=lambda r: (r.mean, -r.trial)) if full else None
+
+    def find(self, prompt_id: str, *, full: bool = True) -> TrialRecord | None:
+        return next(
+            (r for r in self.records if r.prompt.id == prompt_id and r.full == full and r.status == "complete"),
+            None,
+        )
+
+    @staticmethod
+    def load(path: Path) -> list[TrialRecord]:
+        return [TrialRecord.from_dict(json.loads(line)) for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,111 @@
+"""The model backend protocol and its typed request/response values.
+
+A backend receives a *batch* of requests and returns one response per request, in order. Per-request
+failures (an API error after retries, a timeout) are returned as responses with ``error`` set, never
+raised, so one bad example cannot sink an evaluation. Backends that can score continuations
+(log-likelihood of each label) implement :meth:`Model.score`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str
+    content: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"role": self.role, "content": self.content}
+
+
+Messages = tuple[Message, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenerationRequest:
+    """Generate a completion for ``messages``. ``sample`` distinguishes repeated samples at temperature > 0."""
+
+    messages: Messages
+    max_tokens: int = 64
+    temperature: float = 0.0
+    stop: tuple[str, ...] = ()
+    sample: int = 0
+
+    def key(self) -> dict[str, Any]:
+        return {
+            "kind": "generate",
+            "messages": [m.to_dict() for m in self.messages],
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "stop": list(self.stop),
+            "sample": self.sample if self.temperature > 0 else 0,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScoreRequest:
+    """Log-likelihood of each continuation as the assistant's reply to ``messages``."""
+
+    messages: Messages
+    continuations: tuple[str, ...]
+
+    def key(self) -> dict[str, Any]:
+        return {
+            "kind": "score",
+            "messages": [m.to_dict() for m in self.messages],
+            "continuations": list(self.continuations),
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class Completion:
+    text: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    error: str | None = None
+    cached: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class Scores:
+    """Total log-probability of each continuation (same order as the request)."""
+
+    logprobs: tuple[float, ...] = ()
+    prompt_tokens: int = 0
+    cost: float = 0.0
+    error: str | None = None
+    cached: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class Capabilities:
+    score: bool = False
+    """Exact continuation log-likelihoods (label scoring)."""
+    trainable: bool = False
+    """In-process weights that gradient methods (soft prompts) can use."""
+    max_context: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Model(Protocol):
+    """What the evaluator needs from a backend."""
+
+    @property
+    def name(self) -> str:
+        """Canonical identity (spec + anything that changes outputs); part of every cache key."""
+        ...
+
+    @property
+    def capabilities(self) -> Capabilities: ...
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Completion]: ...
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[Scores]:
+        """Only called when ``capabilities.score`` is true."""
+        ...

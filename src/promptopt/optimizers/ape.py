@@ -1,0 +1,125 @@
+"""``ape``: Automatic Prompt Engineer (Zhou et al., 2023, "Large Language Models Are Human-Level Prompt
+Engineers").
+
+1. *Induce*: the proposer sees ``n_demos`` train input→output pairs (a fresh random subset per sample) and
+   writes the instruction that would produce them; ``n_prompts`` samples.
+2. *Select*: candidates are scored on a fixed dev minibatch; the ``top_k`` go on to the full dev split.
+3. *Resample* (``resample_rounds`` > 0): the proposer writes ``n_resample`` paraphrases of each of the
+   best full-dev candidates so far (APE's iterative Monte-Carlo search); they are selected the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from promptopt.candidate import Prompt
+from promptopt.optimizers.base import (
+    EvalRequest,
+    Optimizer,
+    OptimizerConfig,
+    RunContext,
+    RunState,
+    register_optimizer,
+)
+from promptopt.optimizers.meta import Proposer, extract_instruction, format_example, render_meta_prompt
+
+if TYPE_CHECKING:
+    from promptopt.history import TrialRecord
+
+
+@dataclass(frozen=True, kw_only=True)
+class APEConfig(OptimizerConfig):
+    n_prompts: int = field(default=8, metadata={"min": 1, "help": "instructions induced in the first round"})
+    n_demos: int = field(default=5, metadata={"min": 1, "help": "train pairs shown per induction"})
+    minibatch_size: int = field(default=20, metadata={"min": 1, "help": "dev examples for the first cut"})
+    top_k: int = field(default=3, metadata={"min": 1, "help": "candidates promoted to the full dev split"})
+    resample_rounds: int = field(default=1, metadata={"min": 0, "help": "paraphrase rounds after induction"})
+    n_resample: int = field(default=4, metadata={"min": 1, "help": "paraphrases per promoted candidate"})
+    temperature: float = field(default=0.9, metadata={"min": 0.0, "help": "proposer sampling temperature"})
+    max_words: int = field(default=60, metadata={"min": 1, "help": "longer proposals are rejected"})
+    max_tokens: int = field(default=96, metadata={"min": 1, "help": "proposer reply length"})
+
+
+Phase = Literal["induce", "select", "resample", "done"]
+
+
+@register_optimizer("ape")
+class APEOptimizer(Optimizer):
+    Config = APEConfig
+    config: APEConfig
+    uses_proposer = True
+
+    def setup(self, ctx: RunContext) -> None:
+        super().setup(ctx)
+        c = self.config
+        self.proposer = Proposer(ctx.proposer, temperature=c.temperature, max_tokens=c.max_tokens)
+        dev = list(ctx.task.dev)
+        self.minibatch = tuple(ctx.rng.sample(dev, c.minibatch_size)) if len(dev) > c.minibatch_size else None
+        self.phase: Phase = "induce"
+        self.round = 0
+        self.pool: list[Prompt] = []
+        self.minibatch_scores: dict[str, float] = {}
+
+    def propose(self, state: RunState) -> Sequence[Prompt | EvalRequest]:
+        if self.phase == "induce":
+            return self._screen(self._induce(state), state)
+        if self.phase == "select":
+            ranked = sorted(self.pool, key=lambda p: -self.minibatch_scores.get(p.id, 0.0))
+            self.phase = "resample" if self.round < self.config.resample_rounds else "done"
+            return ranked[: self.config.top_k]
+        if self.phase == "resample":
+            self.round += 1
+            best = sorted(state.history.full(), key=lambda r: (-r.mean, r.trial))[: self.config.top_k]
+            return self._screen(self._resample([r.prompt for r in best], state), state)
+        return []
+
+    def observe(self, state: RunState, records: Sequence[TrialRecord]) -> None:
+        for r in records:
+            if not r.full and r.result is not None:
+                self.minibatch_scores[r.prompt.id] = r.mean
+
+    # -- steps ----------------------------------------------------------------------------------
+    def _screen(self, candidates: list[Prompt], state: RunState) -> list[Prompt | EvalRequest]:
+        """Score new candidates on the minibatch (or go straight to full dev when dev is small)."""
+        self.pool = candidates
+        if not candidates:
+            self.phase = "done"
+            return []
+        if self.minibatch is None:
+            self.phase = "resample" if self.round < self.config.resample_rounds else "done"
+            return list(candidates)
+        self.phase = "select"
+        return [EvalRequest(p, self.minibatch) for p in candidates]
+
+    def _keep(self, texts: list[str], parent: Prompt, origin: str, state: RunState) -> list[Prompt]:
+        seen = {r.prompt.instruction for r in state.history} | {parent.instruction}
+        forbidden = [str(v) for ex in self.ctx.task.train for v in ex.inputs.values()]
+        out: list[Prompt] = []
+        for text in texts:
+            ext = extract_instruction(text, max_words=self.config.max_words, forbidden=forbidden)
+            if ext.instruction is None:
+                state.reject(ext.reason or "invalid")
+            elif ext.instruction in seen:
+                state.reject("duplicate")
+            else:
+                seen.add(ext.instruction)
+                out.append(parent.with_instruction(ext.instruction, origin=origin, step=state.step))
+        return out
+
+    def _induce(self, state: RunState) -> list[Prompt]:
+        train = list(self.ctx.task.train)
+        k = min(self.config.n_demos, len(train))
+        metas = [
+            render_meta_prompt("ape_induce", demos=[format_example(d) for d in self.ctx.rng.sample(train, k)])
+            for _ in range(self.config.n_prompts)
+        ]
+        return self._keep(self.proposer.ask(metas), state.seed_record.prompt, "ape:induce", state)
+
+    def _resample(self, parents: list[Prompt], state: RunState) -> list[Prompt]:
+        out: list[Prompt] = []
+        for parent in parents:
+            metas = [render_meta_prompt("ape_resample", instruction=parent.instruction)] * self.config.n_resample
+            out += self._keep(self.proposer.ask(metas), parent, "ape:resample", state)
+        return out

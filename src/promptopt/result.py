@@ -1,0 +1,98 @@
+"""OptimizationResult: what a run hands back — best prompt, honest numbers, usage. Saved as JSON."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from promptopt.candidate import Prompt
+
+
+def _fmt(s: Mapping[str, Any] | None) -> str:
+    if not s:
+        return "n/a"
+    return f"{s['mean']:.3f} [95% CI {s['ci_low']:.3f}–{s['ci_high']:.3f}] (n={s['n']})"
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptimizationResult:
+    task: str
+    optimizer: str
+    optimizer_config: dict[str, Any]
+    model: str
+    proposer: str
+    seed: int
+    best_prompt: Prompt
+    seed_prompt: Prompt
+    baseline_dev: dict[str, Any]
+    best_dev: dict[str, Any]
+    baseline_test: dict[str, Any] | None = None
+    best_test: dict[str, Any] | None = None
+    test_comparison: dict[str, Any] | None = None
+    """Paired bootstrap of best − seed on the test split."""
+    n_trials: int = 0
+    stop_reason: str = ""
+    rejected: dict[str, int] = field(default_factory=dict)
+    usage: dict[str, Any] = field(default_factory=dict)
+    run_dir: str | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def improved(self) -> bool:
+        return self.best_prompt.id != self.seed_prompt.id
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["best_prompt"] = self.best_prompt.to_dict()
+        d["seed_prompt"] = self.seed_prompt.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> OptimizationResult:
+        d = dict(d)
+        d["best_prompt"] = Prompt.from_dict(d["best_prompt"])
+        d["seed_prompt"] = Prompt.from_dict(d["seed_prompt"])
+        return cls(**d)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> OptimizationResult:
+        path = Path(path)
+        if path.is_dir():
+            path = path / "result.json"
+        return cls.from_dict(json.loads(path.read_text()))
+
+    def format(self) -> str:
+        """A short human-readable report."""
+        total = self.usage.get("total", {})
+        lines = [
+            f"task {self.task} · optimizer {self.optimizer} · model {self.model} · seed {self.seed}",
+            f"seed prompt   dev  {_fmt(self.baseline_dev)}",
+            f"best prompt   dev  {_fmt(self.best_dev)}   ({self.best_prompt.id}, {self.best_prompt.origin})",
+        ]
+        if self.best_test is not None:
+            lines.append(f"seed prompt   test {_fmt(self.baseline_test)}")
+            lines.append(f"best prompt   test {_fmt(self.best_test)}")
+        if self.test_comparison and self.improved:
+            c = self.test_comparison
+            lines.append(
+                f"best − seed on test: {c['diff']:+.3f} [95% CI {c['ci_low']:+.3f}–{c['ci_high']:+.3f}], p={c['p_value']:.3f}"
+            )
+        lines.append(
+            f"spent: {total.get('calls', 0)} model calls, {total.get('tokens', 0)} tokens, "
+            f"${total.get('cost', 0.0):.4f}, {total.get('cache_hits', 0)} cache hits, "
+            f"{self.usage.get('elapsed_seconds', 0.0):.1f}s; {self.n_trials} trials; stopped: {self.stop_reason}"
+        )
+        if self.rejected:
+            lines.append("rejected proposals: " + ", ".join(f"{k} {v}" for k, v in sorted(self.rejected.items())))
+        lines.append(f"best instruction: {self.best_prompt.instruction}")
+        if self.run_dir:
+            lines.append(f"run directory: {self.run_dir}")
+        return "\n".join(lines)

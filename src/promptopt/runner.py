@@ -1,0 +1,356 @@
+"""The runner owns the optimization loop: budget, cache, callbacks, run directory, resume, seeding.
+
+Resume is deterministic replay: every model response is in the response cache and every random choice
+comes from the run seed, so re-running a run's saved configuration reproduces the finished part for
+free (cache hits cost nothing) and continues with the budget it had left.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import random
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from promptopt.budget import Budget, BudgetTracker
+from promptopt.cache import ResponseCache, default_cache_path
+from promptopt.callbacks import Callback, EvaluationProgress, Event, RunFinished, RunStarted, TrialFinished
+from promptopt.candidate import Prompt
+from promptopt.client import ModelClient
+from promptopt.evaluation import EvalResult, Evaluator, Mode, compare
+from promptopt.exceptions import BudgetExhausted, ConfigError, TemplateError
+from promptopt.history import History, TrialRecord
+from promptopt.models import Model, get_model
+from promptopt.optimizers.base import EvalRequest, Optimizer, RunContext, RunState
+from promptopt.presets import load_optimizer
+from promptopt.result import OptimizationResult
+from promptopt.task import Task
+from promptopt.taskfile import load_task
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+
+
+def open_cache(cache: ResponseCache | str | Path | bool) -> ResponseCache | None:
+    """``True`` → the default cache file, ``False`` → none, a path → that file, or a cache as is."""
+    if isinstance(cache, ResponseCache):
+        return cache
+    if cache is True:
+        return ResponseCache(default_cache_path())
+    if cache is False:
+        return None
+    return ResponseCache(cache)
+
+
+def new_run_dir(root: str | Path, task: str, optimizer: str) -> Path:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    base = Path(root) / f"{stamp}-{Path(task).name}-{Path(optimizer).stem}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for dist in ("promptopt-toolkit", "torch", "transformers", "litellm"):
+        if dist == "promptopt-toolkit" or dist in sys.modules:
+            try:
+                out[dist] = version(dist)
+            except PackageNotFoundError:
+                out[dist] = "unknown"
+    return out
+
+
+def optimize(
+    task: Task | str | Path,
+    optimizer: Optimizer | str = "baseline",
+    model: Model | str = "smollm2",
+    *,
+    proposer: Model | str | None = None,
+    budget: Budget | None = None,
+    seed: int = 0,
+    run_dir: str | Path | None = None,
+    cache: ResponseCache | str | Path | bool = True,
+    callbacks: Sequence[Callback] = (),
+    evaluate_test: bool = True,
+    batch_size: int = 32,
+    mode: Mode = "auto",
+    resume: bool = False,
+) -> OptimizationResult:
+    """Optimize ``task``'s prompt with ``optimizer`` for ``model`` within ``budget``.
+
+    Strings are resolved: tasks by name or path, optimizers by preset or registered name, models by spec
+    (see :func:`promptopt.models.get_model`). ``proposer`` (the model that writes prompts) defaults to
+    ``model``. With ``run_dir`` the run writes config.json, history.jsonl, usage.json, result.json and
+    the best prompt's export there; ``resume=True`` continues an interrupted run in that directory.
+    """
+    task_spec = str(task) if isinstance(task, str | Path) else task.source
+    task_obj = load_task(task) if isinstance(task, str | Path) else task
+    opt = load_optimizer(optimizer) if isinstance(optimizer, str) else optimizer
+    model_spec = model if isinstance(model, str) else model.name
+    proposer_spec = proposer if isinstance(proposer, str) else (proposer.name if proposer is not None else model_spec)
+    model_obj = get_model(model)
+    proposer_obj = model_obj if proposer is None or proposer == model else get_model(proposer)
+    budget = budget or Budget()
+    cache_obj = open_cache(cache)
+
+    out: Path | None = Path(run_dir) if run_dir is not None else None
+    config = {
+        "task": task_spec,
+        "optimizer": opt.name,
+        "optimizer_config": opt.to_config(),
+        "model": model_spec,
+        "proposer": proposer_spec,
+        "budget": asdict(budget),
+        "seed": seed,
+        "cache": cache_obj.path if cache_obj is not None else None,
+        "evaluate_test": evaluate_test,
+        "batch_size": batch_size,
+        "mode": mode,
+    }
+    tracker = BudgetTracker(budget=budget)
+    if out is not None:
+        _prepare_run_dir(out, config, resume=resume, tracker=tracker)
+        tracker.path = out / "usage.json"
+    run = _Run(
+        task=task_obj,
+        optimizer=opt,
+        client=ModelClient(model_obj, cache=cache_obj, budget=tracker, role="task", batch_size=batch_size),
+        proposer=ModelClient(proposer_obj, cache=cache_obj, budget=tracker, role="proposer", batch_size=batch_size),
+        seed=seed,
+        run_dir=out,
+        callbacks=callbacks,
+        mode=mode,
+    )
+    run.emit(RunStarted(config=config, budget=tracker))
+    result = run.execute(config, evaluate_test=evaluate_test)
+    run.emit(RunFinished(result=result))
+    return result
+
+
+def resume(
+    run_dir: str | Path, *, callbacks: Sequence[Callback] = (), budget: Budget | None = None
+) -> OptimizationResult:
+    """Continue the run in ``run_dir`` from its saved configuration (optionally with a new budget)."""
+    path = Path(run_dir)
+    cfg_file = path / CONFIG_FILE
+    if not cfg_file.is_file():
+        raise ConfigError(f"no {CONFIG_FILE} here; --resume needs a run directory made by promptopt.", source=str(path))
+    cfg = json.loads(cfg_file.read_text())
+    if cfg["task"] == "<python>":
+        raise ConfigError(
+            "this run's task was built in Python; resume it with optimize(..., resume=True).",
+            source=str(path),
+        )
+    opt = load_optimizer(cfg["optimizer"], **cfg["optimizer_config"])
+    return optimize(
+        cfg["task"],
+        opt,
+        cfg["model"],
+        proposer=cfg["proposer"],
+        budget=budget or Budget(**cfg["budget"]),
+        seed=cfg["seed"],
+        run_dir=path,
+        cache=cfg["cache"] if cfg["cache"] is not None else False,
+        callbacks=callbacks,
+        evaluate_test=cfg["evaluate_test"],
+        batch_size=cfg["batch_size"],
+        mode=cfg["mode"],
+        resume=True,
+    )
+
+
+def _prepare_run_dir(out: Path, config: dict[str, Any], *, resume: bool, tracker: BudgetTracker) -> None:
+    cfg_file = out / CONFIG_FILE
+    if resume:
+        if not cfg_file.is_file():
+            raise ConfigError(f"cannot resume: no {CONFIG_FILE} in this directory.", source=str(out))
+        saved = json.loads(cfg_file.read_text())
+        changed = sorted(
+            k
+            for k in ("task", "optimizer", "optimizer_config", "model", "proposer", "seed")
+            if saved.get(k) != config[k]
+        )
+        if changed:
+            raise ConfigError(f"cannot resume with different settings ({', '.join(changed)}).", source=str(out))
+        if (out / "usage.json").is_file():
+            tracker.restore(out / "usage.json")
+    elif out.exists() and any(out.iterdir()):
+        raise ConfigError(
+            "run directory is not empty; pick a new one or resume this run with --resume.", source=str(out)
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    cfg_file.write_text(json.dumps(config, indent=2) + "\n")
+
+
+class _Run:
+    def __init__(
+        self,
+        *,
+        task: Task,
+        optimizer: Optimizer,
+        client: ModelClient,
+        proposer: ModelClient,
+        seed: int,
+        run_dir: Path | None,
+        callbacks: Sequence[Callback],
+        mode: Mode,
+    ) -> None:
+        self.task = task
+        self.optimizer = optimizer
+        self.client = client
+        self.callbacks = list(callbacks)
+        self.run_dir = run_dir
+        self.label = "seed"
+        self.evaluator = Evaluator(task, client, mode=mode, progress=self._progress)
+        self.history = History(run_dir / "history.jsonl" if run_dir else None)
+        self.ctx = RunContext(
+            task=task,
+            evaluator=self.evaluator,
+            proposer=proposer,
+            rng=random.Random(seed),
+            seed=seed,
+            run_dir=run_dir,
+        )
+        self.state: RunState | None = None
+        self.started = time.monotonic()
+
+    def emit(self, event: Event) -> None:
+        for cb in self.callbacks:
+            cb(event)
+
+    def _progress(self, done: int, total: int) -> None:
+        self.emit(EvaluationProgress(label=self.label, done=done, total=total))
+
+    def trial(self, item: Prompt | EvalRequest, step: int) -> TrialRecord:
+        prompt, examples, full = (item, None, True) if isinstance(item, Prompt) else (item.prompt, item.examples, False)
+        if full and (done := self.history.find(prompt.id)) is not None:
+            return done  # already scored on full dev: never pay twice, never duplicate history
+        self.label = f"trial {len(self.history)}"
+        try:
+            result: EvalResult | None = self.evaluator.evaluate(
+                prompt, examples, split="dev" if full else "dev-minibatch"
+            )
+            status, error = "complete", None
+        except TemplateError as exc:
+            result, status, error = None, "failed", str(exc)
+        record = TrialRecord(
+            trial=len(self.history),
+            step=step,
+            prompt=prompt,
+            result=result,
+            status=status,  # type: ignore[arg-type]
+            error=error,
+            full=full,
+            calls_so_far=self.client.budget.limited().calls,
+            elapsed=time.monotonic() - self.started,
+        )
+        self.history.append(record)
+        if self.state is not None:
+            self.emit(TrialFinished(record=record, state=self.state, budget=self.client.budget))
+        logger.info(
+            "trial %d (%s): %.3f, best %.3f",
+            record.trial,
+            prompt.id,
+            record.mean,
+            (self.history.best() or record).mean,
+        )
+        return record
+
+    def execute(self, config: dict[str, Any], *, evaluate_test: bool) -> OptimizationResult:
+        seed_prompt = self.task.seed_prompt()
+        try:
+            seed_record = self.trial(seed_prompt, step=0)
+        except BudgetExhausted as exc:
+            raise BudgetExhausted(f"the budget does not cover scoring the seed prompt on dev: {exc}") from None
+        if seed_record.status != "complete":
+            raise TemplateError(f"the task's seed prompt does not render: {seed_record.error}")
+        self.state = state = RunState(history=self.history, seed_record=seed_record)
+        self.emit(TrialFinished(record=seed_record, state=state, budget=self.client.budget))
+        stop_reason = "optimizer finished"
+        try:
+            self.optimizer.setup(self.ctx)
+            while True:
+                if state.stop_requested:
+                    stop_reason = state.stop_reason or "stopped"
+                    break
+                if self.optimizer.should_stop(state):
+                    stop_reason = state.stop_reason or "optimizer converged"
+                    break
+                reason = self.client.budget.exhausted_reason()
+                if reason:
+                    stop_reason = reason
+                    break
+                state.step += 1
+                proposals = self.optimizer.propose(state)
+                if not proposals:
+                    break
+                records = [self.trial(p, step=state.step) for p in proposals]
+                self.optimizer.observe(state, records)
+        except BudgetExhausted as exc:
+            stop_reason = str(exc)
+        best = self.history.best() or seed_record
+        return self._finish(config, seed_record, best, stop_reason, evaluate_test, state)
+
+    def _finish(
+        self,
+        config: dict[str, Any],
+        seed_record: TrialRecord,
+        best: TrialRecord,
+        stop_reason: str,
+        evaluate_test: bool,
+        state: RunState,
+    ) -> OptimizationResult:
+        assert seed_record.result is not None and best.result is not None
+        baseline_test = best_test = comparison = None
+        if evaluate_test:
+            report = self.client.with_role("report")
+            self.label = "test: seed prompt"
+            seed_test = self.evaluator.evaluate(seed_record.prompt, split="test", client=report)
+            self.label = "test: best prompt"
+            best_eval = self.evaluator.evaluate(best.prompt, split="test", client=report)
+            baseline_test, best_test = seed_test.summary(), best_eval.summary()
+            comparison = compare(seed_test, best_eval).to_dict()
+            if self.run_dir is not None:
+                payload = {"seed": seed_test.to_dict(), "best": best_eval.to_dict()}
+                (self.run_dir / "test_results.json").write_text(json.dumps(payload, indent=2, ensure_ascii=False))
+        result = OptimizationResult(
+            task=self.task.name,
+            optimizer=config["optimizer"],
+            optimizer_config=config["optimizer_config"],
+            model=config["model"],
+            proposer=config["proposer"],
+            seed=config["seed"],
+            best_prompt=best.prompt,
+            seed_prompt=seed_record.prompt,
+            baseline_dev=seed_record.result.summary(),
+            best_dev=best.result.summary(),
+            baseline_test=baseline_test,
+            best_test=best_test,
+            test_comparison=comparison,
+            n_trials=len(self.history),
+            stop_reason=stop_reason,
+            rejected=dict(state.rejected),
+            usage=self.client.budget.to_dict(),
+            run_dir=str(self.run_dir) if self.run_dir else None,
+            versions=versions(),
+        )
+        if self.run_dir is not None:
+            result.save(self.run_dir / "result.json")
+            best.prompt.export(
+                self.run_dir / "best_prompt",
+                extra={"task": self.task.name, "dev": result.best_dev, "test": best_test},
+            )
+        return result
