@@ -82,9 +82,8 @@ class OptimizationResult:
             lines.append(f"best prompt   test {_fmt(self.best_test)}")
         if self.test_comparison and self.improved:
             c = self.test_comparison
-            lines.append(
-                f"best − seed on test: {c['diff']:+.3f} [95% CI {c['ci_low']:+.3f}–{c['ci_high']:+.3f}], p={c['p_value']:.3f}"
-            )
+            ci = f"[95% CI {c['ci_low']:+.3f}–{c['ci_high']:+.3f}]"
+            lines.append(f"best − seed on test: {c['diff']:+.3f} {ci}, p={c['p_value']:.3f}")
         lines.append(
             f"spent: {total.get('calls', 0)} model calls, {total.get('tokens', 0)} tokens, "
             f"${total.get('cost', 0.0):.4f}, {total.get('cache_hits', 0)} cache hits, "

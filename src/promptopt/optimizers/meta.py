@@ -34,10 +34,7 @@ def render_meta_prompt(name: str, **variables: Any) -> str:
 def format_example(ex: Example | Mapping[str, Any], *, answer: str | None = None) -> dict[str, Any]:
     """A demo as the meta-prompts show it: ``input`` text (one line per field) and ``output``."""
     inputs = ex.inputs if isinstance(ex, Example) else ex
-    if len(inputs) == 1:
-        text = str(next(iter(inputs.values())))
-    else:
-        text = "\n".join(f"{k}: {v}" for k, v in inputs.items())
+    text = str(next(iter(inputs.values()))) if len(inputs) == 1 else "\n".join(f"{k}: {v}" for k, v in inputs.items())
     return {
         "input": text,
         "output": answer if answer is not None else (ex.answer if isinstance(ex, Example) else ""),
