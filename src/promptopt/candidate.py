@@ -127,10 +127,29 @@ class Prompt:
                 },
             ],
             **(dict(extra) if extra else {}),
+            "promptopt": self.to_dict(),
         }
         (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
         (out / "README.md").write_text(_EXPORT_README)
         return out
+
+    @classmethod
+    def load(cls, path: str | Path) -> Prompt:
+        """A prompt from an export directory, a run directory (its best prompt) or a prompt JSON file."""
+        from promptopt.exceptions import ConfigError
+
+        p = Path(path)
+        for candidate in (p / "manifest.json", p / "best_prompt" / "manifest.json", p):
+            if candidate.is_file():
+                try:
+                    data = json.loads(candidate.read_text(encoding="utf-8"))
+                except json.JSONDecodeError as exc:
+                    raise ConfigError(f"not valid JSON ({exc.msg}).", source=str(candidate)) from None
+                return cls.from_dict(data.get("promptopt", data))
+        raise ConfigError(
+            "no prompt here: give an export directory (manifest.json), a run directory or a prompt .json file.",
+            source=str(p),
+        )
 
 
 _EXPORT_README = """# Exported prompt

@@ -47,6 +47,8 @@ Phase = Literal["induce", "select", "resample", "done"]
 
 @register_optimizer("ape")
 class APEOptimizer(Optimizer):
+    """APE: induce instructions from train demos, keep the best on dev, paraphrase them (resampling)."""
+
     Config = APEConfig
     config: APEConfig
     uses_proposer = True

@@ -10,7 +10,7 @@ from promptopt.optimizers.base import EvalRequest, Optimizer, RunState, register
 
 @register_optimizer("baseline")
 class BaselineOptimizer(Optimizer):
-    """Proposes nothing; the runner always evaluates the seed prompt first."""
+    """Scores the seed prompt only (the runner always evaluates it first); proposes nothing."""
 
     def propose(self, state: RunState) -> Sequence[Prompt | EvalRequest]:
         return []

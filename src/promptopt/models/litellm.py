@@ -1,0 +1,237 @@
+"""Any litellm provider as a promptopt backend (spec ``litellm:<provider/model>``).
+
+Batches run concurrently on one background asyncio loop shared by all instances (so ``generate`` also
+works when the caller already runs an event loop, e.g. in Jupyter, and litellm's clients are reused).
+Rate limits, server errors, timeouts and connection errors are retried with exponential backoff and
+jitter; a request that still fails comes back as a :class:`Completion` with ``error`` set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import threading
+from collections.abc import Mapping, Sequence
+from types import ModuleType
+from typing import Any
+
+from promptopt._imports import require
+from promptopt.exceptions import ConfigError
+from promptopt.models.base import Capabilities, Completion, GenerationRequest, ScoreRequest, Scores
+
+_RESERVED = frozenset(
+    {"model", "messages", "max_tokens", "temperature", "stop", "seed", "timeout", "api_base", "api_key",
+     "max_retries", "num_retries", "stream", "n"}
+)  # fmt: skip
+_MAX_DELAY = 60.0
+_LITELLM_LOGGERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy")
+
+_loop: asyncio.AbstractEventLoop | None = None
+_loop_lock = threading.Lock()
+
+
+def _load_litellm() -> ModuleType:
+    """Import litellm without its network cost-map lookup, debug prints and warning chatter."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    litellm = require("litellm", extra="litellm", feature="LiteLLMModel")
+    litellm.suppress_debug_info = True
+    for name in _LITELLM_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:  # leave a level the user chose alone
+            logger.setLevel(logging.ERROR)
+    return litellm
+
+
+def _background_loop() -> asyncio.AbstractEventLoop:
+    """The event loop (on a daemon thread) that runs every LiteLLMModel batch."""
+    global _loop
+    with _loop_lock:
+        if _loop is None:
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="promptopt-litellm", daemon=True).start()
+            _loop = loop
+        return _loop
+
+
+def _status(exc: BaseException) -> int | None:
+    status = getattr(exc, "status_code", None)
+    return status if isinstance(status, int) else None
+
+
+def _retryable(exc: BaseException) -> bool:
+    """Rate limits, 5xx, timeouts and connection errors; not auth or bad-request errors."""
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError, ConnectionError)):
+        return True
+    status = _status(exc)
+    return status is not None and (status in (408, 409, 429) or status >= 500)
+
+
+def _truncate_at_stop(text: str, stop: Sequence[str]) -> str:
+    cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
+    return text if cut < 0 else text[:cut]
+
+
+class LiteLLMModel:
+    """A chat model reached through litellm; cannot score continuations.
+
+    ``timeout`` is per attempt, in seconds; ``max_retries`` counts retries after the first attempt and
+    ``backoff`` is the first retry delay (doubled each time, with jitter). ``extra`` holds further
+    ``litellm.acompletion`` arguments (e.g. ``top_p``, ``extra_headers``). ``api_base`` and ``api_key``
+    are not part of :attr:`name` and the key is never logged.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        api_base: str | None = None,
+        api_key: str | None = None,
+        max_concurrency: int = 8,
+        max_retries: int = 4,
+        timeout: float = 60.0,
+        backoff: float = 1.0,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        if max_concurrency < 1:
+            raise ConfigError(f"max_concurrency must be >= 1, got {max_concurrency}", field="max_concurrency")
+        if max_retries < 0:
+            raise ConfigError(f"max_retries must be >= 0, got {max_retries}", field="max_retries")
+        if timeout <= 0:
+            raise ConfigError(f"timeout must be > 0 seconds, got {timeout}", field="timeout")
+        if backoff < 0:
+            raise ConfigError(f"backoff must be >= 0 seconds, got {backoff}", field="backoff")
+        reserved = sorted(_RESERVED.intersection(extra or {}))
+        if reserved:
+            raise ConfigError(
+                f"extra may not set {', '.join(reserved)}; use the LiteLLMModel arguments or the request",
+                field="extra",
+            )
+        self._litellm = _load_litellm()
+        try:
+            self._litellm.get_llm_provider(model, api_base=api_base)
+        except Exception as exc:
+            raise ConfigError(
+                f"litellm cannot route model spec 'litellm:{model}' (no known provider). Write it as "
+                "'litellm:<provider>/<model>', e.g. 'litellm:openai/gpt-4o-mini', or "
+                "'litellm:openai/<model>' / 'litellm:hosted_vllm/<model>' with api_base=... for an "
+                "OpenAI-compatible server.",
+                field="model",
+            ) from exc
+        try:
+            info = self._litellm.get_model_info(model)
+        except Exception:  # not in litellm's price map: cost 0.0, context unknown
+            info = None
+        self._model = model
+        self._priced = info is not None
+        self._max_context = info.get("max_input_tokens") if info else None
+        self._api_base = api_base
+        self._api_key = api_key
+        self._max_concurrency = max_concurrency
+        self._max_retries = max_retries
+        self._timeout = timeout
+        self._backoff = backoff
+        self._extra = dict(extra or {})
+        self._random = random.Random()
+
+    def __repr__(self) -> str:
+        base = f", api_base={self._api_base!r}" if self._api_base else ""
+        return f"LiteLLMModel({self._model!r}{base})"
+
+    @property
+    def name(self) -> str:
+        return f"litellm:{self._model}"
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(score=False, max_context=self._max_context)
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
+        """Complete every request concurrently; the results are in request order."""
+        if not requests:
+            return []
+        future = asyncio.run_coroutine_threadsafe(self._generate_all(requests), _background_loop())
+        try:
+            return future.result()
+        except BaseException:  # e.g. KeyboardInterrupt: stop the batch instead of leaving it running
+            future.cancel()
+            raise
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[Scores]:
+        raise NotImplementedError(
+            f"{self.name} cannot score continuations: litellm chat APIs do not return the log-likelihood of "
+            "a given reply. Use a generation-based metric, or an in-process model (smollm2, hf:...)."
+        )
+
+    async def _generate_all(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
+        semaphore = asyncio.Semaphore(self._max_concurrency)
+        return list(await asyncio.gather(*(self._generate_one(r, semaphore) for r in requests)))
+
+    async def _generate_one(self, request: GenerationRequest, semaphore: asyncio.Semaphore) -> Completion:
+        kwargs = self._call_kwargs(request)
+        attempt = 0
+        while True:
+            try:
+                async with semaphore:
+                    # litellm enforces ``timeout``; wait_for is a backstop for providers that ignore it.
+                    response = await asyncio.wait_for(self._litellm.acompletion(**kwargs), self._timeout + 5)
+            except Exception as exc:
+                if attempt >= self._max_retries or not _retryable(exc):
+                    return Completion(error=self._describe(exc, attempt + 1))
+                delay = min(self._backoff * 2**attempt, _MAX_DELAY)
+                await asyncio.sleep(self._random.uniform(delay / 2, delay))  # semaphore released meanwhile
+                attempt += 1
+                continue
+            return self._completion(response, request)
+
+    def _call_kwargs(self, request: GenerationRequest) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"drop_params": True, **self._extra}  # drop what a provider cannot take
+        kwargs.update(
+            model=self._model,
+            messages=[m.to_dict() for m in request.messages],
+            max_tokens=request.max_tokens,
+            temperature=request.temperature,
+            timeout=self._timeout,
+            max_retries=0,  # retries are ours (the OpenAI client would retry too)
+        )
+        if request.stop:
+            kwargs["stop"] = list(request.stop)
+        if request.temperature > 0:
+            kwargs["seed"] = request.sample
+        if self._api_base is not None:
+            kwargs["api_base"] = self._api_base
+        if self._api_key is not None:
+            kwargs["api_key"] = self._api_key
+        return kwargs
+
+    def _completion(self, response: Any, request: GenerationRequest) -> Completion:
+        text = (response.choices[0].message.content or "") if response.choices else ""
+        usage = getattr(response, "usage", None)
+        cost = 0.0
+        if self._priced:
+            try:
+                cost = float(self._litellm.completion_cost(completion_response=response) or 0.0)
+            except Exception:  # a price-map gap must not fail a good answer
+                cost = 0.0
+        return Completion(
+            text=_truncate_at_stop(text, request.stop),  # some providers ignore or drop ``stop``
+            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+            completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+            cost=cost,
+        )
+
+    def _describe(self, exc: BaseException, attempts: int) -> str:
+        """One line: error class, status, attempts and the provider's message (without the key)."""
+        kind = type(exc).__name__
+        message = (str(exc).strip().splitlines() or [""])[0]
+        for prefix in (f"litellm.{kind}: ", f"{kind}: "):
+            message = message.removeprefix(prefix)
+        if self._api_key:
+            message = message.replace(self._api_key, "***")
+        if len(message) > 200:
+            message = message[:197] + "..."
+        status = _status(exc)
+        where = f" (status {status})" if status is not None else ""
+        tries = f" after {attempts} attempts" if attempts > 1 else ""
+        return f"{kind}{where}{tries}: {message or 'no message'}"
