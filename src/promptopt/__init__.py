@@ -29,7 +29,7 @@ from promptopt.models.fake import FakeModel
 from promptopt.optimizers import OPTIMIZERS, Optimizer, register_optimizer
 from promptopt.presets import load_optimizer
 from promptopt.result import OptimizationResult
-from promptopt.runner import optimize, resume
+from promptopt.runner import evaluate, optimize, resume
 from promptopt.task import Task, make_task
 from promptopt.taskfile import available_tasks, load_task
 from promptopt.template import PromptTemplate
@@ -62,6 +62,7 @@ __all__ = [
     "Usage",
     "available_tasks",
     "compare",
+    "evaluate",
     "get_model",
     "load_optimizer",
     "load_task",

@@ -230,35 +230,36 @@ def evaluate(
 
     def run() -> tuple[Any, Any]:
         from promptopt.budget import BudgetTracker
+        from promptopt.callbacks import EvaluationProgress
         from promptopt.candidate import Prompt
-        from promptopt.client import ModelClient
-        from promptopt.evaluation import Evaluator
         from promptopt.models import get_model
-        from promptopt.runner import open_cache
+        from promptopt.runner import evaluate as run_evaluate
         from promptopt.taskfile import load_task
 
-        task_obj = load_task(task)
-        if split not in task_obj.splits:
-            raise ConfigError(f"unknown split {split!r}; use one of {sorted(task_obj.splits)}.", field="--split")
         if mode not in ("auto", "score", "generate"):
             raise ConfigError(f"unknown mode {mode!r}; use auto, score or generate.", field="--mode")
-        if limit is not None and limit < 1:
-            raise ConfigError(f"must be >= 1, got {limit}.", field="--limit")
-        candidate = Prompt.load(prompt) if prompt is not None else task_obj.seed_prompt()
+        task_obj = load_task(task)
+        candidate = Prompt.load(prompt) if prompt is not None else None
         model_obj = get_model(model, **_model_options(api_base, model_opt))
         tracker = BudgetTracker()
-        cache_obj = None if no_cache else open_cache(cache if cache is not None else True)
-        client = ModelClient(model_obj, cache=cache_obj, budget=tracker, batch_size=batch_size)
-        examples = task_obj.splits[split][:limit] if limit else task_obj.splits[split]
         with _progress(not quiet and not json_out) as handler:
-            from promptopt.callbacks import EvaluationProgress
 
             def tick(done: int, total: int) -> None:
                 if handler:
                     handler(EvaluationProgress(label=f"evaluate {split}", done=done, total=total))
 
-            evaluator = Evaluator(task_obj, client, mode=mode, progress=tick)  # type: ignore[arg-type]
-            result = evaluator.evaluate(candidate, examples, split=split)
+            result = run_evaluate(
+                task_obj,
+                model_obj,
+                candidate,
+                split=split,
+                limit=limit,
+                cache=False if no_cache else (cache if cache is not None else True),
+                batch_size=batch_size,
+                mode=mode,  # type: ignore[arg-type]
+                tracker=tracker,
+                progress=tick,
+            )
         return result, tracker
 
     result, tracker = guarded(run)

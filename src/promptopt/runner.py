@@ -13,7 +13,7 @@ import platform
 import random
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -138,6 +138,36 @@ def optimize(
     result = run.execute(config, evaluate_test=evaluate_test)
     run.emit(RunFinished(result=result))
     return result
+
+
+def evaluate(
+    task: Task | str | Path,
+    model: Model | str = "smollm2",
+    prompt: Prompt | None = None,
+    *,
+    split: str = "dev",
+    limit: int | None = None,
+    cache: ResponseCache | str | Path | bool = True,
+    batch_size: int = 32,
+    mode: Mode = "auto",
+    tracker: BudgetTracker | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> EvalResult:
+    """Score ``prompt`` (default: the task's seed prompt) on the first ``limit`` examples of ``split``.
+
+    Pass a ``tracker`` to read the calls, tokens and cache hits spent.
+    """
+    task_obj = load_task(task) if isinstance(task, str | Path) else task
+    if split not in task_obj.splits:
+        raise ConfigError(f"unknown split {split!r}; use one of {sorted(task_obj.splits)}.", field="split")
+    if limit is not None and limit < 1:
+        raise ConfigError(f"must be >= 1, got {limit}.", field="limit")
+    examples = task_obj.splits[split][:limit] if limit else task_obj.splits[split]
+    client = ModelClient(
+        get_model(model), cache=open_cache(cache), budget=tracker or BudgetTracker(), batch_size=batch_size
+    )
+    evaluator = Evaluator(task_obj, client, mode=mode, progress=progress)
+    return evaluator.evaluate(prompt or task_obj.seed_prompt(), examples, split=split)
 
 
 def resume(
