@@ -58,6 +58,9 @@ def guarded(fn: Callable[[], T]) -> T:
         raise _fail(
             EXIT_FAILED, "interrupted; finished evaluations are cached — continue with --resume <run-dir>."
         ) from None
+    except Exception as exc:
+        logging.getLogger("promptopt").debug("unexpected error", exc_info=True)
+        raise _fail(EXIT_FAILED, f"{type(exc).__name__}: {exc} (run with --verbose for the traceback)") from None
 
 
 def _parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -120,7 +123,7 @@ def _model_options(api_base: str | None, model_opts: list[str]) -> dict[str, Any
 
 
 def _setup_logging(verbose: bool) -> None:
-    logging.getLogger("promptopt").setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.getLogger("promptopt").setLevel(logging.DEBUG if verbose else logging.WARNING)
     if verbose:
         from rich.logging import RichHandler
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ class OptimizationResult:
         return self.best_prompt.id != self.seed_prompt.id
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["best_prompt"] = self.best_prompt.to_dict()
         d["seed_prompt"] = self.seed_prompt.to_dict()
         return d
