@@ -8,6 +8,8 @@
 Importing promptopt loads no torch, transformers, litellm or optuna; backends import them on use.
 """
 
+import logging
+
 from promptopt.budget import Budget, Usage
 from promptopt.cache import ResponseCache
 from promptopt.candidate import Prompt
@@ -35,6 +37,8 @@ from promptopt.taskfile import available_tasks, load_task
 from promptopt.template import PromptTemplate
 
 __version__ = "0.1.0"
+
+logging.getLogger("promptopt").addHandler(logging.NullHandler())
 
 __all__ = [
     "OPTIMIZERS",

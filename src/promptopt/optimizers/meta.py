@@ -7,17 +7,21 @@ usable instruction or says why it rejects it.
 
 from __future__ import annotations
 
+import random
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from promptopt.client import ModelClient
 from promptopt.data import Example
 from promptopt.models.base import GenerationRequest, Message
 from promptopt.template import PromptTemplate, render_string
+
+if TYPE_CHECKING:
+    from promptopt.history import TrialRecord
 
 PROPOSER_SYSTEM = "You are an expert prompt engineer. Reply with exactly what is asked, nothing else."
 
@@ -118,3 +122,38 @@ class Proposer:
                 )
             )
         return [c.text if not c.error else "" for c in self.client.generate(requests)]
+
+
+def word_edit_distance(a: str, b: str) -> int:
+    """Word-level Levenshtein distance: how many words an edit inserted, deleted or replaced."""
+    x, y = a.split(), b.split()
+    prev = list(range(len(y) + 1))
+    for i, wx in enumerate(x, 1):
+        cur = [i]
+        for j, wy in enumerate(y, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (wx != wy)))
+        prev = cur
+    return prev[-1]
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A dev example the prompt got wrong, as meta-prompts show it."""
+
+    example: Example
+    prediction: str | None
+    error: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        shown = format_example(self.example)
+        return {**shown, "prediction": self.prediction if self.prediction is not None else f"(no answer: {self.error})"}
+
+
+def sample_failures(record: TrialRecord, examples: Sequence[Example], k: int, rng: random.Random) -> list[Failure]:
+    """Up to ``k`` failures of ``record`` (API errors excluded), sampled with ``rng`` in a stable order."""
+    if record.result is None or k <= 0:
+        return []
+    by_id = {ex.id: ex for ex in examples}
+    wrong = [r for r in record.result.failures() if r.example_id in by_id]
+    picked = rng.sample(wrong, min(k, len(wrong)))
+    return [Failure(by_id[r.example_id], r.prediction, r.error) for r in picked]
