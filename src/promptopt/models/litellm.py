@@ -9,6 +9,7 @@ jitter; a request that still fails comes back as a :class:`Completion` with ``er
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import random
@@ -32,6 +33,7 @@ _loop: asyncio.AbstractEventLoop | None = None
 _loop_lock = threading.Lock()
 
 
+@functools.cache
 def _load_litellm() -> ModuleType:
     """Import litellm without its network cost-map lookup, debug prints and warning chatter."""
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -55,6 +57,16 @@ def _background_loop() -> asyncio.AbstractEventLoop:
         return _loop
 
 
+def _forget_loop() -> None:
+    """In a forked child the loop's thread does not exist: start a new one when needed."""
+    global _loop, _loop_lock
+    _loop, _loop_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_forget_loop)
+
+
 def _status(exc: BaseException) -> int | None:
     status = getattr(exc, "status_code", None)
     return status if isinstance(status, int) else None
@@ -73,13 +85,31 @@ def _truncate_at_stop(text: str, stop: Sequence[str]) -> str:
     return text if cut < 0 else text[:cut]
 
 
+def _check_credentials(litellm: ModuleType, model: str, api_key: str | None, api_base: str | None) -> None:
+    """Fail at construction, not after every retry, when the provider's API key is neither given nor set."""
+    if api_key is not None or litellm.api_key is not None:
+        return
+    try:
+        env = litellm.validate_environment(model, api_base=api_base)
+    except Exception:  # litellm cannot tell; requests will report it
+        return
+    missing = [k for k in env.get("missing_keys", []) if k.endswith("_API_KEY")]
+    if missing:
+        raise ConfigError(
+            f"'litellm:{model}' needs an API key: set {' or '.join(missing)} or pass api_key=... "
+            "(for a local server without authentication, any value, e.g. api_key='none').",
+            field="api_key",
+        )
+
+
 class LiteLLMModel:
     """A chat model reached through litellm; cannot score continuations.
 
-    ``timeout`` is per attempt, in seconds; ``max_retries`` counts retries after the first attempt and
-    ``backoff`` is the first retry delay (doubled each time, with jitter). ``extra`` holds further
-    ``litellm.acompletion`` arguments (e.g. ``top_p``, ``extra_headers``). ``api_base`` and ``api_key``
-    are not part of :attr:`name` and the key is never logged.
+    ``max_concurrency`` bounds the requests in flight per :meth:`generate` call. ``timeout`` is per
+    attempt, in seconds; ``max_retries`` counts retries after the first attempt and ``backoff`` is the
+    first retry delay (doubled each time, with jitter). ``extra`` holds further ``litellm.acompletion``
+    arguments (e.g. ``top_p``, ``extra_headers``). ``api_base`` and ``api_key`` are not part of
+    :attr:`name` and the key is never logged.
     """
 
     def __init__(
@@ -108,9 +138,9 @@ class LiteLLMModel:
                 f"extra may not set {', '.join(reserved)}; use the LiteLLMModel arguments or the request",
                 field="extra",
             )
-        self._litellm = _load_litellm()
+        litellm = _load_litellm()
         try:
-            self._litellm.get_llm_provider(model, api_base=api_base)
+            litellm.get_llm_provider(model, api_base=api_base)
         except Exception as exc:
             raise ConfigError(
                 f"litellm cannot route model spec 'litellm:{model}' (no known provider). Write it as "
@@ -119,8 +149,9 @@ class LiteLLMModel:
                 "OpenAI-compatible server.",
                 field="model",
             ) from exc
+        _check_credentials(litellm, model, api_key, api_base)
         try:
-            info = self._litellm.get_model_info(model)
+            info = litellm.get_model_info(model)
         except Exception:  # not in litellm's price map: cost 0.0, context unknown
             info = None
         self._model = model
@@ -175,7 +206,7 @@ class LiteLLMModel:
             try:
                 async with semaphore:
                     # litellm enforces ``timeout``; wait_for is a backstop for providers that ignore it.
-                    response = await asyncio.wait_for(self._litellm.acompletion(**kwargs), self._timeout + 5)
+                    response = await asyncio.wait_for(_load_litellm().acompletion(**kwargs), self._timeout + 5)
             except Exception as exc:
                 if attempt >= self._max_retries or not _retryable(exc):
                     return Completion(error=self._describe(exc, attempt + 1))
@@ -211,7 +242,7 @@ class LiteLLMModel:
         cost = 0.0
         if self._priced:
             try:
-                cost = float(self._litellm.completion_cost(completion_response=response) or 0.0)
+                cost = float(_load_litellm().completion_cost(completion_response=response) or 0.0)
             except Exception:  # a price-map gap must not fail a good answer
                 cost = 0.0
         return Completion(

@@ -120,7 +120,6 @@ class OpenAIServer:
         return f"http://{host}:{port}"
 
     def start(self) -> OpenAIServer:
-        self._stopping.clear()
         self._thread = threading.Thread(
             target=self._httpd.serve_forever,
             kwargs={"poll_interval": 0.05},
@@ -131,13 +130,13 @@ class OpenAIServer:
         return self
 
     def stop(self) -> None:
-        """Stop serving; hanging or delayed requests are released (their connections are closed)."""
+        """Stop serving and close the socket; hanging or delayed requests are dropped. Not restartable."""
         self._stopping.set()
-        self._httpd.shutdown()
-        self._httpd.server_close()
         if self._thread is not None:
+            self._httpd.shutdown()
             self._thread.join()
             self._thread = None
+        self._httpd.server_close()
 
     def __enter__(self) -> OpenAIServer:
         return self.start()

@@ -1,0 +1,205 @@
+"""LiteLLMModel against the real OpenAI-compatible test server over 127.0.0.1 (no external network)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+import promptopt.models
+from promptopt.exceptions import ConfigError
+from promptopt.models import GenerationRequest, Message, get_model
+from promptopt.models.litellm import LiteLLMModel
+from promptopt.testing.openai_server import OpenAIServer, echo_responder
+
+SRC = Path(promptopt.models.__file__).resolve().parents[2]
+# litellm is imported by LiteLLMModel itself (which first disables its network cost-map lookup)
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("litellm") is None, reason="litellm not installed")
+
+
+def req(text: str, **kwargs: object) -> GenerationRequest:
+    return GenerationRequest(messages=(Message("user", text),), **kwargs)  # type: ignore[arg-type]
+
+
+def model_for(srv: OpenAIServer, spec: str = "litellm:openai/test-model", **options: object) -> LiteLLMModel:
+    options = {"api_base": srv.base_url + "/v1", "api_key": "sk-test", "backoff": 0.01, **options}
+    model = get_model(spec, **options)
+    assert isinstance(model, LiteLLMModel)
+    return model
+
+
+def last_user(messages: list[dict]) -> str:
+    return echo_responder(messages, {})
+
+
+def test_batch_comes_back_in_request_order() -> None:
+    def slow_first(messages: list[dict], params: dict) -> str:
+        i = int(last_user(messages).split()[-1])
+        time.sleep(0.01 * (20 - i))  # early requests finish last
+        return f"answer {i}"
+
+    with OpenAIServer(slow_first) as srv:
+        out = model_for(srv).generate([req(f"question {i}") for i in range(20)])
+    assert [c.text for c in out] == [f"answer {i}" for i in range(20)]
+    assert all(c.error is None and not c.cached for c in out)
+    assert len(srv.requests) == 20
+
+
+def test_concurrency_limit_is_respected() -> None:
+    with OpenAIServer(latency=0.1) as srv:
+        start = time.monotonic()
+        out = model_for(srv, max_concurrency=3).generate([req(f"q {i}") for i in range(12)])
+        elapsed = time.monotonic() - start
+    assert all(c.error is None for c in out)
+    assert srv.max_in_flight == 3
+    assert elapsed >= 0.4  # 12 requests, 3 at a time, 0.1 s each
+
+
+@pytest.mark.parametrize("status", [429, 500])
+def test_transient_errors_are_retried(status: int) -> None:
+    with OpenAIServer(fail_first=2, fail_status=status) as srv:
+        (out,) = model_for(srv).generate([req("hello")])
+    assert out.error is None and out.text == "hello"
+    assert [r.status for r in srv.requests] == [status, status, 200]
+
+
+def test_persistent_error_is_recorded_on_its_completion_only() -> None:
+    def fault(messages: list[dict], params: dict) -> int | None:
+        return 500 if last_user(messages) == "bad" else None
+
+    with OpenAIServer(fault=fault) as srv:
+        out = model_for(srv, max_retries=2).generate([req("a"), req("bad"), req("c")])
+    assert [c.text for c in out] == ["a", "", "c"]
+    assert out[0].error is None and out[2].error is None
+    error = out[1].error
+    assert error is not None and "\n" not in error
+    assert error.startswith("InternalServerError (status 500) after 3 attempts:")
+    assert sum(r.body["messages"][-1]["content"] == "bad" for r in srv.requests) == 3
+
+
+def test_auth_errors_are_not_retried_and_hide_the_key() -> None:
+    with OpenAIServer(api_key="sk-other") as srv:
+        (out,) = model_for(srv).generate([req("hello")])
+    assert out.error is not None and out.error.startswith("AuthenticationError (status 401):")
+    assert "sk-test" not in out.error
+    assert len(srv.requests) == 1
+
+
+def test_timeout_gives_an_error_in_bounded_time() -> None:
+    with OpenAIServer(hang=True) as srv:
+        start = time.monotonic()
+        (out,) = model_for(srv, timeout=0.3, max_retries=1).generate([req("hello")])
+        elapsed = time.monotonic() - start
+    assert out.error is not None and out.error.startswith("Timeout (status 408) after 2 attempts")
+    assert len(srv.requests) == 2
+    assert elapsed < 3.0
+
+
+def test_connection_refused_is_an_error() -> None:
+    srv = OpenAIServer()  # bound, then closed: nothing listens on its port
+    base = srv.base_url
+    srv.stop()
+    model = get_model("litellm:openai/test-model", api_base=base + "/v1", api_key="sk-test", max_retries=1,
+                      backoff=0.01, timeout=2.0)  # fmt: skip
+    (out,) = model.generate([req("hello")])
+    assert out.error is not None and "after 2 attempts" in out.error
+
+
+def test_usage_cost_and_parameters() -> None:
+    with OpenAIServer(lambda messages, params: "one two three") as srv:
+        model = model_for(srv)
+        out = model.generate(
+            [req("four words of prompt", max_tokens=7), req("x", temperature=0.7, sample=3, max_tokens=5)]
+        )
+    assert (out[0].prompt_tokens, out[0].completion_tokens, out[0].cost) == (4, 3, 0.0)
+    greedy, sampled = (r.body for r in sorted(srv.requests, key=lambda r: r.body["max_tokens"], reverse=True))
+    assert greedy["model"] == "test-model" and greedy["max_tokens"] == 7 and "seed" not in greedy
+    assert sampled["seed"] == 3 and sampled["temperature"] == 0.7
+    assert model.name == "litellm:openai/test-model"
+    assert "sk-test" not in repr(model)
+    assert model.capabilities.score is False
+
+
+def test_known_model_has_a_cost_and_context() -> None:
+    with OpenAIServer(lambda messages, params: "one two three") as srv:
+        model = model_for(srv, "litellm:openai/gpt-4o-mini")
+        (out,) = model.generate([req("a prompt")])
+    assert out.error is None and out.cost > 0.0
+    assert model.capabilities.max_context
+
+
+def test_stop_strings_are_honored() -> None:
+    with OpenAIServer(lambda messages, params: "positive. Because it is great") as srv:
+        out = model_for(srv).generate([req("x", stop=(".",)), req("x", stop=("is", "Because")), req("x")])
+    assert [c.text for c in out] == ["positive", "positive. ", "positive. Because it is great"]
+    assert sorted(tuple(r.body.get("stop", ())) for r in srv.requests) == [(), (".",), ("is", "Because")]
+
+
+def test_unversioned_path_and_max_tokens() -> None:
+    with OpenAIServer() as srv:
+        (out,) = model_for(srv, api_base=srv.base_url).generate([req("a b c d e", max_tokens=2)])
+    assert out.text == "a b" and out.completion_tokens == 2
+    assert srv.requests[0].path == "/chat/completions"
+
+
+def test_generate_inside_a_running_event_loop() -> None:
+    with OpenAIServer() as srv:
+        model = model_for(srv)
+
+        async def main() -> list[str]:
+            return [c.text for c in model.generate([req("from a notebook")])]
+
+        assert asyncio.run(main()) == ["from a notebook"]
+
+
+def test_score_is_not_supported() -> None:
+    with OpenAIServer() as srv, pytest.raises(NotImplementedError, match="cannot score"):
+        model_for(srv).score([])
+
+
+def test_specs_and_options_are_checked_at_construction(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(ConfigError, match="set OPENAI_API_KEY or pass api_key="):
+        get_model("litellm:openai/test-model", api_base="http://127.0.0.1:9/v1")
+    assert get_model("litellm:hosted_vllm/m", api_base="http://127.0.0.1:9/v1").name == "litellm:hosted_vllm/m"
+    with pytest.raises(ConfigError, match=r"litellm:test-model.*<provider>/<model>"):
+        get_model("litellm:test-model")
+    with pytest.raises(ConfigError, match="extra may not set seed"):
+        get_model("litellm:openai/test-model", extra={"seed": 1})
+    with pytest.raises(ConfigError, match="max_concurrency"):
+        get_model("litellm:openai/test-model", max_concurrency=0)
+
+
+def test_server_command_line() -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "promptopt.testing.openai_server", "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        url = next(word for word in proc.stdout.readline().split() if word.startswith("http://"))
+        body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "ping"}]}).encode()
+        request = urllib.request.Request(url + "/chat/completions", body, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            answer = json.load(response)
+        assert answer["choices"][0]["message"]["content"] == "ping"
+        assert answer["usage"] == {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=5)
+
+
+@pytest.mark.skipif(not (SRC / "promptopt" / "__init__.py").exists(), reason="promptopt/__init__.py not written yet")
+def test_importing_promptopt_does_not_import_litellm() -> None:
+    code = "import promptopt, sys; assert 'litellm' not in sys.modules"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60)
