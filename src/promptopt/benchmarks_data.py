@@ -29,7 +29,7 @@ from typing import Any
 from promptopt.exceptions import DataError
 from promptopt.readers import Row, _read_text, read_jsonl
 
-__all__ = ["read_bbh", "read_esnli", "read_gsm8k", "read_instruction_induction", "read_multiarith"]
+__all__ = ["format_number", "read_bbh", "read_esnli", "read_gsm8k", "read_instruction_induction", "read_multiarith"]
 
 II_ANSWER_LISTS = ("possible_translations", "possible_outputs", "other_rhymes")
 """Instruction-Induction fields that list acceptable answers besides ``output`` (APE/PE2 scoring)."""

@@ -41,7 +41,16 @@ class DataError(ConfigError):
 class UnknownComponentError(ConfigError, KeyError):
     """An unknown optimizer, model, metric, parser or task name."""
 
-    def __init__(self, kind: str, name: str, available: Iterable[str], *, hint: str = "") -> None:
+    def __init__(
+        self,
+        kind: str,
+        name: str,
+        available: Iterable[str],
+        *,
+        hint: str = "",
+        source: str | None = None,
+        field: str | None = None,
+    ) -> None:
         names = sorted(available)
         close = get_close_matches(name, names, n=1)
         msg = f"Unknown {kind} '{name}'."
@@ -50,9 +59,15 @@ class UnknownComponentError(ConfigError, KeyError):
         msg += f" Available: {', '.join(names) if names else '(none)'}."
         if hint:
             msg += f" {hint}"
-        super().__init__(msg)
+        super().__init__(msg, source=source, field=field)
         self.kind = kind
         self.name = name
+        self.available = names
+        self.hint = hint
+
+    def located(self, *, source: str | None, field: str | None) -> UnknownComponentError:
+        """The same error, naming the file and field it came from."""
+        return UnknownComponentError(self.kind, self.name, self.available, hint=self.hint, source=source, field=field)
 
     def __str__(self) -> str:  # KeyError would quote the message
         return self.args[0]

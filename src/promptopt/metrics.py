@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from promptopt._registry import Registry
 from promptopt.data import Example
-from promptopt.exceptions import ConfigError
+from promptopt.exceptions import ConfigError, UnknownComponentError
 
 
 class Metric(Protocol):
@@ -29,10 +29,13 @@ _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = str.maketrans("", "", string.punctuation)
 
 
-def normalize(text: str) -> str:
-    """Lowercase, drop punctuation and English articles, collapse white space (SQuAD-style)."""
-    text = _ARTICLES.sub(" ", text.lower().translate(_PUNCT))
-    return " ".join(text.split())
+def normalize(text: str, *, drop_articles: bool = True) -> str:
+    """Lowercase, drop punctuation and English articles, collapse white space (SQuAD-style).
+
+    A text that is nothing but articles keeps them, so the option label "(A)" becomes "a", not "".
+    """
+    text = " ".join(text.lower().translate(_PUNCT).split())
+    return (" ".join(_ARTICLES.sub(" ", text).split()) or text) if drop_articles else text
 
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
@@ -173,7 +176,10 @@ def make_metric(spec: str | Mapping[str, Any], *, source: str | None = None) -> 
         except (ImportError, AttributeError) as exc:
             raise ConfigError(f"cannot import custom metric '{name}': {exc}", source=source, field="metric") from exc
         return FunctionMetric(fn, name=name)
-    factory = METRICS.get(name)
+    try:
+        factory = METRICS.get(name)
+    except UnknownComponentError as exc:
+        raise exc.located(source=source, field="metric") from None
     try:
         return factory(**kwargs)
     except TypeError as exc:

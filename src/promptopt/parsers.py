@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from promptopt._registry import Registry
-from promptopt.exceptions import ConfigError
-from promptopt.metrics import _NUMBER, normalize
+from promptopt.exceptions import ConfigError, UnknownComponentError
+from promptopt.metrics import _ARTICLES, _NUMBER, normalize
 
 
 class Parser(Protocol):
@@ -81,10 +81,12 @@ class LabelSet:
     name: str = "label_set"
 
     def __call__(self, text: str) -> str | None:
-        norm = normalize(text)
+        # labels like "(A)" normalize to an article; then articles must stay in the text to be found
+        drop = not any(_ARTICLES.fullmatch(normalize(label)) for label in self.labels)
+        norm = normalize(text, drop_articles=drop)
         best: tuple[int, int, str] | None = None
         for label in self.labels:
-            m = re.search(rf"(^|\s){re.escape(normalize(label))}($|\s)", norm)
+            m = re.search(rf"(^|\s){re.escape(normalize(label, drop_articles=drop))}($|\s)", norm)
             if m and (best is None or (m.start(), -len(label)) < best[:2]):
                 best = (m.start(), -len(label), label)
         return best[2] if best else None
@@ -115,7 +117,10 @@ def make_parser(
         if not labels:
             raise ConfigError("the label_set parser needs the task's 'labels'", source=source, field="parser")
         kwargs.setdefault("labels", tuple(labels))
-    factory = PARSERS.get(name)
+    try:
+        factory = PARSERS.get(name)
+    except UnknownComponentError as exc:
+        raise exc.located(source=source, field="parser") from None
     try:
         return factory(**kwargs)
     except TypeError as exc:

@@ -216,11 +216,12 @@ def _load_splits(
         if not isinstance(files, dict) or not files or set(files) - set(SPLITS):
             raise ConfigError(f"must map split names {list(SPLITS)} to files.", source=src, field="data.files")
         out: dict[str, tuple[Example, ...]] = {}
+        missing = [s for s in SPLITS if s not in files]
         for split, rel in files.items():
             exs = examples_from(str(rel), split)
-            size = sizes.get(split)
+            # when other splits are cut from train, train's size applies to what is left after the cut
+            size = None if split == "train" and missing else sizes.get(split)
             out[split] = split_examples(exs, {split: size}, seed=seed)[split] if size else tuple(exs)
-        missing = [s for s in SPLITS if s not in out]
         if missing:
             # splits not given as files are cut from train (dev, then test), so they never overlap
             if "train" not in out:
@@ -232,7 +233,9 @@ def _load_splits(
                         source=src,
                         field=f"data.splits.{s}",
                     )
-            cut = split_examples(out.pop("train"), {**{s: sizes[s] for s in missing}, "train": None}, seed=seed)
+            cut = split_examples(
+                out.pop("train"), {**{s: sizes[s] for s in missing}, "train": sizes.get("train")}, seed=seed
+            )
             out.update({s: cut[s] for s in missing})
             out["train"] = cut["train"]
         return out
