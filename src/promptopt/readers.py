@@ -71,7 +71,7 @@ def _read_delimited(path: Path, delimiter: str, quoting: int) -> list[Row]:
     for n, row in enumerate(reader, 2):
         if None in row:
             raise DataError(f"line {n} has more fields than the header.", source=str(path))
-        rows.append(dict(row))
+        rows.append({k.strip(): v.strip() if isinstance(v, str) else v for k, v in row.items()})
     return rows
 
 

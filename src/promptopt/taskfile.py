@@ -215,6 +215,14 @@ def _load_splits(
         files = data["files"]
         if not isinstance(files, dict) or not files or set(files) - set(SPLITS):
             raise ConfigError(f"must map split names {list(SPLITS)} to files.", source=src, field="data.files")
+        paths = [(base / str(rel)).resolve() for rel in files.values()]
+        if len(set(paths)) < len(paths):
+            raise ConfigError(
+                "two splits read the same file, so they would overlap; use 'file' plus 'splits' sizes to cut "
+                "disjoint splits from one file.",
+                source=src,
+                field="data.files",
+            )
         out: dict[str, tuple[Example, ...]] = {}
         missing = [s for s in SPLITS if s not in files]
         for split, rel in files.items():
