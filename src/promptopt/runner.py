@@ -7,6 +7,7 @@ free (cache hits cost nothing) and continues with the budget it had left.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import platform
@@ -96,6 +97,8 @@ def optimize(
     ``model``. With ``run_dir`` the run writes config.json, history.jsonl, usage.json, result.json and
     the best prompt's export there; ``resume=True`` continues an interrupted run in that directory.
     """
+    if resume and run_dir is None:
+        raise ConfigError("resume=True needs the run_dir of the run to continue.", field="run_dir")
     task_spec = str(task) if isinstance(task, str | Path) else task.source
     task_obj = load_task(task) if isinstance(task, str | Path) else task
     opt = load_optimizer(optimizer) if isinstance(optimizer, str) else optimizer
@@ -121,9 +124,12 @@ def optimize(
         "mode": mode,
     }
     tracker = BudgetTracker(budget=budget)
+    previous: list[TrialRecord] = []
     if out is not None:
         _prepare_run_dir(out, config, resume=resume, tracker=tracker)
         tracker.path = out / "usage.json"
+        if resume:
+            previous = _readable_history(out / "history.jsonl")
     run = _Run(
         task=task_obj,
         optimizer=opt,
@@ -133,6 +139,7 @@ def optimize(
         run_dir=out,
         callbacks=callbacks,
         mode=mode,
+        replay=previous,
     )
     run.emit(RunStarted(config=config, budget=tracker))
     result = run.execute(config, evaluate_test=evaluate_test)
@@ -202,6 +209,18 @@ def resume(
     )
 
 
+def _readable_history(path: Path) -> list[TrialRecord]:
+    """The interrupted run's trial records, up to the first unreadable line (a crash mid-write)."""
+    out: list[TrialRecord] = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                out.append(TrialRecord.from_dict(json.loads(line)))
+            except (ValueError, KeyError, TypeError):
+                break
+    return out
+
+
 def _prepare_run_dir(out: Path, config: dict[str, Any], *, resume: bool, tracker: BudgetTracker) -> None:
     cfg_file = out / CONFIG_FILE
     if resume:
@@ -237,8 +256,10 @@ class _Run:
         run_dir: Path | None,
         callbacks: Sequence[Callback],
         mode: Mode,
+        replay: Sequence[TrialRecord] = (),
     ) -> None:
         self.task = task
+        self.replay = list(replay)
         self.optimizer = optimizer
         self.client = client
         self.callbacks = list(callbacks)
@@ -285,8 +306,9 @@ class _Run:
             error=error,
             full=full,
             calls_so_far=self.client.budget.limited().calls,
-            elapsed=time.monotonic() - self.started,
+            elapsed=self.client.budget.elapsed,
         )
+        record = self._replayed(record)
         self.history.append(record)
         if self.state is not None:
             self.emit(TrialFinished(record=record, state=self.state, budget=self.client.budget))
@@ -298,6 +320,28 @@ class _Run:
             (self.history.best() or record).mean,
         )
         return record
+
+    def _replayed(self, record: TrialRecord) -> TrialRecord:
+        """On resume, a re-run trial that matches the interrupted run's record keeps that record's spend
+        (calls so far, elapsed time, calls paid), which the replay from the cache does not see."""
+        old = self.replay[record.trial] if record.trial < len(self.replay) else None
+        if old is None or (old.prompt.id, old.full, old.status, old.error) != (
+            record.prompt.id,
+            record.full,
+            record.status,
+            record.error,
+        ):
+            return record
+        if old.result is None or record.result is None:
+            return dataclasses.replace(record, calls_so_far=old.calls_so_far, elapsed=old.elapsed)
+        if old.result.scores != record.result.scores:
+            return record
+        return dataclasses.replace(
+            record,
+            calls_so_far=old.calls_so_far,
+            elapsed=old.elapsed,
+            result=dataclasses.replace(record.result, calls=old.result.calls),
+        )
 
     def execute(self, config: dict[str, Any], *, evaluate_test: bool) -> OptimizationResult:
         seed_prompt = self.task.seed_prompt()

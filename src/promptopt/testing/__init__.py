@@ -128,7 +128,7 @@ def write_toy_task(directory: str | Path, **kwargs: Any) -> Path:
     task = make_toy_task(**kwargs)
     out = Path(directory)
     (out / "data").mkdir(parents=True, exist_ok=True)
-    (out / "template.jinja").write_text(TOY_TEMPLATE + "\n", encoding="utf-8")
+    (out / "template.jinja").write_text(TOY_TEMPLATE, encoding="utf-8")  # byte-identical: same prompt ids
     for split, examples in task.splits.items():
         rows = [json.dumps({"id": ex.id, "word": ex.inputs["word"], "target": ex.target}) for ex in examples]
         (out / "data" / f"{split}.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")

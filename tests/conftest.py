@@ -1,0 +1,63 @@
+"""Shared fixtures. Unit tests use only the fake model; nothing here loads weights or touches the network."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from promptopt import Example, Task, make_task
+from promptopt.testing import make_toy_task
+
+
+@pytest.fixture(autouse=True)
+def _isolated_promptopt_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep the default response cache (``cache=True``) out of the user's ~/.cache during tests."""
+    monkeypatch.setenv("PROMPTOPT_HOME", str(tmp_path_factory.mktemp("promptopt_home")))
+
+
+@pytest.fixture
+def rng() -> random.Random:
+    return random.Random(1234)
+
+
+@pytest.fixture
+def toy_task() -> Task:
+    """The toy 'spell it backwards' task with a known optimum (see promptopt.testing)."""
+    return make_toy_task()
+
+
+@pytest.fixture
+def tmp_run_dir(tmp_path):
+    return tmp_path / "run"
+
+
+SENTIMENT = [
+    ("a wonderful, moving film", "positive"),
+    ("dull and far too long", "negative"),
+    ("i loved every minute", "positive"),
+    ("a waste of time", "negative"),
+    ("brilliant acting and a clever plot", "positive"),
+    ("the plot makes no sense", "negative"),
+    ("charming and funny", "positive"),
+    ("boring from start to finish", "negative"),
+]
+
+
+def sentiment_examples(prefix: str) -> list[Example]:
+    return [Example(id=f"{prefix}-{i}", inputs={"text": t}, target=y) for i, (t, y) in enumerate(SENTIMENT)]
+
+
+@pytest.fixture
+def clf_task() -> Task:
+    """A small classification task (labels positive/negative, label_set parser, accuracy)."""
+    return make_task(
+        name="sentiment",
+        template="{{ instruction }}\n\nReview: {{ text }}\nSentiment:",
+        instruction="Is the review positive or negative?",
+        train=sentiment_examples("train"),
+        dev=sentiment_examples("dev"),
+        test=sentiment_examples("test"),
+        metric="accuracy",
+        labels=["positive", "negative"],
+    )

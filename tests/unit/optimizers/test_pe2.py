@@ -1,0 +1,143 @@
+"""PE2 on the toy task with a scripted proposer: finds the known optimum, respects the step size,
+records lineage and edits, is deterministic, and each component switch changes the meta-prompt."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from meta_family_support import ANALYSIS, RAMBLE, history_rows, run, scripted_editor
+
+from promptopt.optimizers import PE2Optimizer
+from promptopt.optimizers.meta import word_edit_distance
+from promptopt.presets import load_optimizer
+from promptopt.testing import TOY_BEST_INSTRUCTION, TOY_PARTIAL_INSTRUCTION, TOY_SEED_INSTRUCTION
+
+FAST = {"minibatch_size": 6}
+
+
+def test_finds_the_known_better_instruction(tmp_path: Path) -> None:
+    result = run(PE2Optimizer(**FAST), budget=300, run_dir=tmp_path / "run")
+    assert result.best_prompt.instruction == TOY_BEST_INSTRUCTION
+    assert result.best_dev["mean"] == 1.0 and result.best_test is not None and result.best_test["mean"] == 1.0
+    assert result.baseline_dev["mean"] < 0.5
+    assert result.stop_reason == "a prompt scored 1.0 on dev"
+    assert result.usage["total"]["calls"] <= 300
+    assert result.rejected.get("duplicate", 0) > 0  # the editor repeats itself; repeats are never evaluated
+
+
+def test_step_size_is_enforced_and_measured(tmp_path: Path) -> None:
+    result = run(PE2Optimizer(step_size=4, **FAST), budget=300, run_dir=tmp_path / "run")
+    rows = history_rows(tmp_path / "run")
+    instructions = {r["prompt"]["id"]: r["prompt"]["instruction"] for r in rows}
+    children = [r for r in rows if r["prompt"]["origin"] == "pe2"]
+    assert children
+    for r in children:
+        parent = instructions[r["prompt"]["parents"][0]]
+        measured = word_edit_distance(parent, r["prompt"]["instruction"])
+        assert r["prompt"]["meta"]["edit_words"] == measured <= 4
+    assert RAMBLE not in instructions.values()
+    assert result.rejected["step_size"] > 0
+    assert result.best_prompt.instruction == TOY_BEST_INSTRUCTION  # the 1- and 4-word edits fit
+
+
+def test_without_step_size_large_edits_are_evaluated_and_measured(tmp_path: Path) -> None:
+    run(PE2Optimizer(**FAST), budget=300, run_dir=tmp_path / "run")
+    rambles = [r for r in history_rows(tmp_path / "run") if r["prompt"]["instruction"] == RAMBLE]
+    assert rambles
+    assert all(r["prompt"]["meta"]["edit_words"] == word_edit_distance(TOY_SEED_INSTRUCTION, RAMBLE) for r in rambles)
+
+
+def test_history_records_parents_edits_and_scores(tmp_path: Path) -> None:
+    run(PE2Optimizer(**FAST), budget=300, run_dir=tmp_path / "run")
+    rows = history_rows(tmp_path / "run")
+    ids = {r["prompt"]["id"] for r in rows}
+    seed = rows[0]
+    assert seed["prompt"]["instruction"] == TOY_SEED_INSTRUCTION and seed["full"]
+    full = {r["prompt"]["instruction"]: r for r in rows if r["full"]}
+    partial, best = full[TOY_PARTIAL_INSTRUCTION], full[TOY_BEST_INSTRUCTION]
+    assert partial["prompt"]["parents"] == [seed["prompt"]["id"]]
+    assert best["prompt"]["parents"] == [partial["prompt"]["id"]]  # lineage: seed → partial → best
+    for child in (partial, best):
+        meta = child["prompt"]["meta"]
+        assert child["prompt"]["parents"][0] in ids
+        assert meta["reasoning"] == ANALYSIS and len(meta["failures"]) == 2 and meta["round"] >= 1
+    assert partial["prompt"]["meta"]["edit_words"] == 1 and best["prompt"]["meta"]["edit_words"] == 4
+    assert seed["summary"]["mean"] < partial["summary"]["mean"] < best["summary"]["mean"] == 1.0
+    # every child was raced on a dev minibatch before its full-dev evaluation
+    raced = {r["prompt"]["id"] for r in rows if not r["full"] and r["summary"]["n"] == 6}
+    assert partial["prompt"]["id"] in raced and best["prompt"]["id"] in raced
+    # failures come from each parent's run on a train batch (8 train examples in the toy task)
+    train_runs = [r for r in rows if not r["full"] and r["summary"]["n"] == 8]
+    assert [r["prompt"]["id"] for r in train_runs] == [seed["prompt"]["id"], partial["prompt"]["id"]]
+
+
+def test_failures_from_dev_skip_the_train_runs(tmp_path: Path) -> None:
+    result = run(PE2Optimizer(failure_split="dev", **FAST), budget=300, run_dir=tmp_path / "run")
+    assert result.best_prompt.instruction == TOY_BEST_INSTRUCTION
+    assert all(r["full"] or r["summary"]["n"] == 6 for r in history_rows(tmp_path / "run"))
+
+
+def test_same_seed_same_result(tmp_path: Path) -> None:
+    a = run(PE2Optimizer(**FAST), budget=150, seed=3, run_dir=tmp_path / "a")
+    b = run(PE2Optimizer(**FAST), budget=150, seed=3, run_dir=tmp_path / "b")
+    assert history_rows(tmp_path / "a") == history_rows(tmp_path / "b")
+    assert a.best_prompt.to_dict() == b.best_prompt.to_dict() and a.rejected == b.rejected
+
+
+def _step2_messages(preset: str) -> list[str]:
+    """Messages of the last Step-2 request on the step-2 parent 'Reverse the word.' of a PE2 run with ``preset``."""
+    proposer = scripted_editor(ramble_every=0)
+    run(load_optimizer(preset, n_steps=2, **FAST), proposer=proposer, budget=300)
+    needle = f"## Current Prompt\n{TOY_PARTIAL_INSTRUCTION}"
+    step2 = [r for r in proposer.requests if needle in r.messages[-1].content]  # type: ignore[union-attr]
+    assert step2
+    return [m.content for m in step2[-1].messages]  # type: ignore[union-attr]
+
+
+PE2_SECTIONS = {
+    "task_description": "## Step 1\nI will provide you with the current prompt",
+    "context": "## Full Template",
+    "reasoning_template": "Is the prompt correctly describing the task shown by the input-label pair",
+    "momentum": "## Prompt Refinement History from the Past",
+}
+
+
+@pytest.mark.parametrize(
+    ("preset", "removed"),
+    [
+        ("pe2", None),
+        ("pe2-no-task-description", "task_description"),
+        ("pe2-no-context", "context"),
+        ("pe2-no-reasoning", "reasoning_template"),
+        ("pe2-no-momentum", "momentum"),
+    ],
+)
+def test_ablation_presets_change_the_meta_prompt(preset: str, removed: str | None) -> None:
+    text = "\n".join(_step2_messages(preset))
+    for component, needle in PE2_SECTIONS.items():
+        assert (needle in text) == (component != removed), (preset, component)
+    if removed != "context":
+        assert "```\nReverse the word.\n\nWord: <word>\nAnswer:\n```" in text  # the full template
+    if removed != "momentum":  # the lineage of the step-2 parent, with dev scores
+        assert f'edited from "{TOY_SEED_INSTRUCTION}" to "{TOY_PARTIAL_INSTRUCTION}" (1 words changed)' in text
+        assert "The accuracy of the current prompt on the dev set is" in text
+    assert "Label: " in text and ANALYSIS in text  # failures and the Step-1 analysis are always there
+
+
+def test_ablation_presets_differ_from_pe2_in_one_setting() -> None:
+    base = load_optimizer("pe2").to_config()
+    assert base == PE2Optimizer().to_config()  # the preset spells out the defaults the ablations start from
+    for preset, changed in [
+        ("pe2-no-task-description", {"task_description": False}),
+        ("pe2-no-context", {"context": False}),
+        ("pe2-no-reasoning", {"reasoning_template": False}),
+        ("pe2-no-momentum", {"momentum": False}),
+        ("pe2-step-size", {"step_size": 10}),
+    ]:
+        assert load_optimizer(preset).to_config() == {**base, **changed}, preset
+
+
+def test_step_size_is_stated_in_the_meta_prompt() -> None:
+    text = "\n".join(_step2_messages("pe2-step-size"))
+    assert "You are allowed to change up to 10 words in the original prompt." in text
