@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -63,17 +63,28 @@ class TrialRecord:
 class History:
     """Ordered trial records; written line by line to ``path`` when given."""
 
-    def __init__(self, path: Path | None = None) -> None:
+    def __init__(self, path: Path | None = None, *, previous: Sequence[TrialRecord] = ()) -> None:
+        """``previous``: records already in ``path`` from an interrupted run. They stay on disk while a
+        resumed run replays them, so a second crash before the replay catches up loses nothing."""
         self.path = path
         self.records: list[TrialRecord] = []
-        if path is not None:
+        self._on_disk = list(previous)
+        if path is not None and not self._on_disk:
             path.write_text("")
 
     def append(self, record: TrialRecord) -> None:
+        i = len(self.records)
         self.records.append(record)
-        if self.path is not None:
-            with self.path.open("a", encoding="utf-8") as f:
-                f.write(json.dumps(record.to_dict(), ensure_ascii=False) + "\n")
+        if self.path is None:
+            return
+        if i < len(self._on_disk):
+            if self._on_disk[i].to_dict() == record.to_dict():
+                return  # replayed exactly: already on disk
+            self._on_disk = []  # the replay diverged: the file becomes this run's records
+            self.path.write_text("".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in self.records))
+            return
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record.to_dict(), ensure_ascii=False) + "\n")
 
     def __iter__(self) -> Iterator[TrialRecord]:
         return iter(self.records)

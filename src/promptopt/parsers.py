@@ -81,14 +81,23 @@ class LabelSet:
     name: str = "label_set"
 
     def __call__(self, text: str) -> str | None:
+        # the label as written ("(A)", "positive") wins; normalised matching is the fallback
+        literal = self._earliest(text.lower(), {label: label.lower() for label in self.labels}, r"(?<!\w)", r"(?!\w)")
+        if literal is not None:
+            return literal
         # labels like "(A)" normalize to an article; then articles must stay in the text to be found
         drop = not any(_ARTICLES.fullmatch(normalize(label)) for label in self.labels)
-        norm = normalize(text, drop_articles=drop)
+        forms = {label: normalize(label, drop_articles=drop) for label in self.labels}
+        return self._earliest(normalize(text, drop_articles=drop), forms, r"(^|\s)", r"($|\s)")
+
+    @staticmethod
+    def _earliest(text: str, forms: Mapping[str, str], before: str, after: str) -> str | None:
+        """The label whose form occurs first in ``text`` (longer forms win ties)."""
         best: tuple[int, int, str] | None = None
-        for label in self.labels:
-            m = re.search(rf"(^|\s){re.escape(normalize(label, drop_articles=drop))}($|\s)", norm)
-            if m and (best is None or (m.start(), -len(label)) < best[:2]):
-                best = (m.start(), -len(label), label)
+        for label, form in forms.items():
+            m = re.search(before + re.escape(form) + after, text) if form else None
+            if m and (best is None or (m.start(), -len(form)) < best[:2]):
+                best = (m.start(), -len(form), label)
         return best[2] if best else None
 
 

@@ -13,7 +13,6 @@ import logging
 import platform
 import random
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from datetime import datetime, timezone
@@ -266,7 +265,7 @@ class _Run:
         self.run_dir = run_dir
         self.label = "seed"
         self.evaluator = Evaluator(task, client, mode=mode, progress=self._progress)
-        self.history = History(run_dir / "history.jsonl" if run_dir else None)
+        self.history = History(run_dir / "history.jsonl" if run_dir else None, previous=self.replay)
         self.ctx = RunContext(
             task=task,
             evaluator=self.evaluator,
@@ -276,7 +275,6 @@ class _Run:
             run_dir=run_dir,
         )
         self.state: RunState | None = None
-        self.started = time.monotonic()
 
     def emit(self, event: Event) -> None:
         for cb in self.callbacks:
@@ -394,7 +392,8 @@ class _Run:
             self.label = "test: seed prompt"
             seed_test = self.evaluator.evaluate(seed_record.prompt, split="test", client=report)
             self.label = "test: best prompt"
-            best_eval = self.evaluator.evaluate(best.prompt, split="test", client=report)
+            same = best.prompt.id == seed_record.prompt.id
+            best_eval = seed_test if same else self.evaluator.evaluate(best.prompt, split="test", client=report)
             baseline_test, best_test = seed_test.summary(), best_eval.summary()
             comparison = compare(seed_test, best_eval).to_dict()
             if self.run_dir is not None:

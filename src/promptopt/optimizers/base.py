@@ -95,8 +95,14 @@ class Optimizer:
     """Base class: ``Optimizer(config=None, **overrides)``."""
 
     name: ClassVar[str]
+    """Registry name; defaults to the class name for unregistered subclasses."""
     Config: ClassVar[type[OptimizerConfig]] = OptimizerConfig
     uses_proposer: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" not in cls.__dict__:
+            cls.name = cls.__name__
 
     def __init__(self, config: OptimizerConfig | None = None, **overrides: Any) -> None:
         config = config or self.Config()
