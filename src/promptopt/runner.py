@@ -368,6 +368,7 @@ class _Run:
                 state.step += 1
                 proposals = self.optimizer.propose(state)
                 if not proposals:
+                    stop_reason = state.stop_reason or stop_reason
                     break
                 records = [self.trial(p, step=state.step) for p in proposals]
                 self.optimizer.observe(state, records)

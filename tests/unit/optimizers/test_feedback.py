@@ -281,7 +281,7 @@ def test_accept_improve_never_moves_the_plant_to_a_worse_prompt() -> None:
 def test_critique_call_and_failures_reach_the_corrector() -> None:
     plant = Plant()
     model = plant_model(plant)
-    opt = FeedbackOptimizer(critique=True, n_samples=1, controller="p", kp=1.0, tolerance=0.01)
+    opt = FeedbackOptimizer(critique=True, n_samples=1, controller="p", kp=1.0, tolerance=0.01, max_edit_words=20)
     promptopt.optimize(plant.task(), opt, model, cache=False, evaluate_test=False, budget=Budget(max_calls=200))
     proposer = [r for r in model.requests if r.messages[0].content != PLANT_SYSTEM]
     critiques = [r for r in proposer if "In one or two sentences" in r.messages[-1].content]
@@ -325,7 +325,10 @@ def test_trajectory_is_stored_in_history_and_plotted(tmp_path) -> None:
     tr = read_trajectory(tmp_path / "run")
     assert list(tr.scores) == opt.scores == [r.mean for r in records]
     assert [t["tick"] for t in tr.ticks] == list(range(len(tr.ticks)))
-    assert tr.ticks == tuple(t for t in opt.trajectory if t["action"] != "stop")
+    assert tr.ticks == tuple(opt.trajectory)  # feedback_trajectory.json: every tick, the final one included
+    assert tr.ticks[-1]["action"] == "stop" and tr.ticks[-1]["reason"].startswith("oscillation")
+    from_meta = read_trajectory(records)  # without the run directory: the ticks the candidates carry
+    assert from_meta.ticks == tr.ticks[:-1] and from_meta.scores == tr.scores
     pytest.importorskip("matplotlib")
     out = plot_trajectory(tmp_path / "run", tmp_path / "trajectory.png")
     assert out.stat().st_size > 10_000 and out.read_bytes()[:4] == b"\x89PNG"
@@ -365,3 +368,14 @@ def test_announce_only_lead_ins_are_dropped() -> None:
     assert strip_lead_in("Here's the revised instruction:\n\nLabel the review.") == "Label the review."
     assert strip_lead_in("Sure:\n\n<prompt>Label it.</prompt>") == "Sure:\n\n<prompt>Label it.</prompt>"
     assert strip_lead_in("Only this:") == "Only this:"
+
+
+def test_finds_the_toy_tasks_known_optimum() -> None:
+    from promptopt.testing import TOY_BEST_INSTRUCTION, make_toy_task, toy_model
+
+    proposals = ["The prompt says nothing about reversing.", f"<prompt>{TOY_BEST_INSTRUCTION}</prompt>"]
+    result = promptopt.optimize(make_toy_task(), "pid", toy_model(proposals), cache=False)
+    assert result.best_prompt.instruction == TOY_BEST_INSTRUCTION
+    assert result.best_test["mean"] == 1.0
+    assert result.stop_reason.startswith("setpoint reached")
+    assert result.best_prompt.origin == "feedback:pid"
