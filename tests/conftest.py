@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 
 from promptopt import Example, Task, make_task
+from promptopt.cache import promptopt_home
+from promptopt.models import Model
 from promptopt.testing import make_toy_task
 
 
@@ -61,3 +64,24 @@ def clf_task() -> Task:
         metric="accuracy",
         labels=["positive", "negative"],
     )
+
+
+# -- integration tests: the embedded model ------------------------------------------------------------------
+
+_USER_PROMPTOPT_HOME = promptopt_home()  # read at import, before any test points $PROMPTOPT_HOME elsewhere
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """The user's converted SmolLM2 copy: integration tests share it, since converting the GGUF takes ~20 s."""
+    return _USER_PROMPTOPT_HOME / "models" / "smollm2-135m-instruct"
+
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_dir: Path) -> Model:
+    """The embedded model in float32 (reproducible scores), loaded once per test session."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from promptopt.models.hf import load_smollm2
+
+    return load_smollm2(cache_dir=smollm2_dir, dtype="float32")

@@ -2,6 +2,7 @@
 ``promptopt.optimizers`` entry-point group."""
 
 from promptopt.optimizers.ape import APEConfig, APEOptimizer
+from promptopt.optimizers.apo import APOConfig, APOOptimizer
 from promptopt.optimizers.base import (
     OPTIMIZERS,
     EvalRequest,
@@ -12,15 +13,26 @@ from promptopt.optimizers.base import (
     register_optimizer,
 )
 from promptopt.optimizers.baseline import BaselineOptimizer
+from promptopt.optimizers.feedback import FeedbackConfig, FeedbackOptimizer
+from promptopt.optimizers.opro import OPROConfig, OPROOptimizer
+from promptopt.optimizers.pe2 import PE2Config, PE2Optimizer
 
 __all__ = [
     "OPTIMIZERS",
     "APEConfig",
     "APEOptimizer",
+    "APOConfig",
+    "APOOptimizer",
     "BaselineOptimizer",
     "EvalRequest",
+    "FeedbackConfig",
+    "FeedbackOptimizer",
+    "OPROConfig",
+    "OPROOptimizer",
     "Optimizer",
     "OptimizerConfig",
+    "PE2Config",
+    "PE2Optimizer",
     "RunContext",
     "RunState",
     "register_optimizer",

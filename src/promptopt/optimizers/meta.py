@@ -1,8 +1,16 @@
 """Machinery shared by optimizers that ask a proposer model to write prompts.
 
-Meta-prompts are Jinja2 files in ``promptopt/optimizers/meta_prompts/`` rendered in the sandbox.
-Proposer output is untrusted text from a possibly tiny model: :func:`extract_instruction` pulls out a
-usable instruction or says why it rejects it.
+Meta-prompts are Jinja2 files in ``promptopt/optimizers/meta_prompts/`` rendered in the sandbox
+(:func:`render_meta_prompt`; :func:`render_conversation` for multi-turn ones, where ``<|user|>`` /
+``<|assistant|>`` lines start messages). Proposer output is untrusted text from a possibly tiny model:
+:func:`extract_instruction` pulls out a usable instruction or says why it rejects it, and
+:func:`screen_proposals` turns replies into child prompts, counting every rejection in the run state.
+
+The meta-prompt family (``pe2``, ``apo``, ``opro``) shares one search, :class:`BeamSearchOptimizer`:
+beam selection over full-dev scores (:func:`select_beam`), failures from a train batch per parent
+(:func:`sample_failures`), racing of children on a dev minibatch before the full dev split, and the
+optimization history of a prompt's lineage (:func:`lineage`). Each member only writes its meta-prompts
+(:meth:`BeamSearchOptimizer.children`).
 """
 
 from __future__ import annotations
@@ -10,18 +18,21 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from promptopt.client import ModelClient
 from promptopt.data import Example
+from promptopt.exceptions import ConfigError
 from promptopt.models.base import GenerationRequest, Message
+from promptopt.optimizers.base import EvalRequest, Optimizer, OptimizerConfig, RunContext, RunState
 from promptopt.template import PromptTemplate, render_string
 
 if TYPE_CHECKING:
-    from promptopt.history import TrialRecord
+    from promptopt.candidate import Prompt
+    from promptopt.history import History, TrialRecord
 
 PROPOSER_SYSTEM = "You are an expert prompt engineer. Reply with exactly what is asked, nothing else."
 
@@ -51,6 +62,14 @@ _LEADS = re.compile(
 )
 
 
+_LEAD_IN_LINE = re.compile(
+    r"^\s*(?:#+\s.*|.*\b(?:prompt|instruction|here|revis\w*|improv\w*|refin\w*|edit\w*|updated|new)\b.*:\s*)$",
+    re.IGNORECASE,
+)
+"""A line that only announces what follows (a markdown heading, or 'Here is the revised prompt:')."""
+_LIST_ITEM = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+")
+
+
 @dataclass(frozen=True)
 class Extraction:
     instruction: str | None
@@ -59,18 +78,34 @@ class Extraction:
 
 
 def extract_instruction(
-    text: str, *, max_words: int = 80, forbidden: Iterable[str] = (), allow_template_syntax: bool = False
+    text: str,
+    *,
+    max_words: int = 80,
+    forbidden: Iterable[str] = (),
+    allow_template_syntax: bool = False,
+    tags: Sequence[str] = ("prompt",),
 ) -> Extraction:
     """Pull one instruction out of a proposer's reply.
 
-    Takes the text inside ``<prompt>…</prompt>`` or the first non-empty paragraph, strips lead-ins
+    Takes the text inside the first of ``tags`` found (``<prompt>…</prompt>`` by default; OPRO asks for
+    ``<INS>…</INS>``), skips announcing lines ("Here's the revised prompt:", markdown headings) when
+    more text follows, takes the first non-empty paragraph (the first item of a list), strips lead-ins
     ("The instruction was:", quotes, list markers) and rejects empty, over-long, template-breaking output
     or output that merely copies one of the ``forbidden`` strings (e.g. a demo input).
     """
-    m = re.search(r"<prompt>(.*?)(?:</prompt>|$)", text, flags=re.DOTALL | re.IGNORECASE)
-    body = m.group(1) if m else text
-    paragraphs = [p.strip() for p in re.split(r"\n\s*\n", body) if p.strip()]
+    body = text
+    for tag in tags:
+        m = re.search(rf"<{tag}>(.*?)(?:</{tag}>|$)", text, flags=re.DOTALL | re.IGNORECASE)
+        if m:
+            body = m.group(1)
+            break
+    lines = body.strip().splitlines()
+    while len(lines) > 1 and (_LEAD_IN_LINE.match(lines[0]) or not lines[0].strip()):
+        lines.pop(0)  # "Here's the revised prompt:" / "## Prompt" / blank, when something follows
+    paragraphs = [p.strip() for p in re.split(r"\n\s*\n", "\n".join(lines)) if p.strip()]
     candidate = paragraphs[0] if paragraphs else ""
+    if _LIST_ITEM.match(candidate):
+        candidate = candidate.splitlines()[0]  # a list of alternatives: the first one
     candidate = _LEADS.sub("", candidate)
     candidate = re.sub(r"^\s*(?:[-*•]|\d+[.)])\s+", "", candidate)
     candidate = " ".join(candidate.split()).strip().strip("\"'`“”‘’").strip()
@@ -123,6 +158,21 @@ class Proposer:
             )
         return [c.text if not c.error else "" for c in self.client.generate(requests)]
 
+    def ask_chat(self, conversations: Sequence[Sequence[Message]], *, max_tokens: int | None = None) -> list[str]:
+        """Like :meth:`ask` for multi-turn meta-prompts (the system message is prepended)."""
+        requests = []
+        for conv in conversations:
+            self._sample += 1
+            requests.append(
+                GenerationRequest(
+                    messages=(Message("system", self.system), *conv),
+                    max_tokens=max_tokens or self.max_tokens,
+                    temperature=self.temperature,
+                    sample=self._sample,
+                )
+            )
+        return [c.text if not c.error else "" for c in self.client.generate(requests)]
+
 
 def word_edit_distance(a: str, b: str) -> int:
     """Word-level Levenshtein distance: how many words an edit inserted, deleted or replaced."""
@@ -157,3 +207,348 @@ def sample_failures(record: TrialRecord, examples: Sequence[Example], k: int, rn
     wrong = [r for r in record.result.failures() if r.example_id in by_id]
     picked = rng.sample(wrong, min(k, len(wrong)))
     return [Failure(by_id[r.example_id], r.prediction, r.error) for r in picked]
+
+
+# -- the meta-prompt family (pe2, apo, opro): screening, beam, history, beam search with racing --------
+
+_ROLE_MARK = re.compile(r"^<\|(system|user|assistant)\|>[ \t]*$", re.MULTILINE)
+
+
+def render_conversation(name: str, **variables: Any) -> tuple[Message, ...]:
+    """Render a meta-prompt into chat messages: a line ``<|user|>`` or ``<|assistant|>`` starts a message.
+
+    Text before the first marker is a user message; adjacent messages of one role are merged and runs
+    of blank lines collapsed, so ``{% if %}`` blocks can drop whole turns.
+    """
+    parts = _ROLE_MARK.split(render_meta_prompt(name, **variables))
+    turns = [("user", parts[0]), *zip(parts[1::2], parts[2::2], strict=True)]
+    out: list[Message] = []
+    for role, raw in turns:
+        content = re.sub(r"\n{3,}", "\n\n", raw).strip()
+        if not content:
+            continue
+        if out and out[-1].role == role:
+            out[-1] = Message(role, f"{out[-1].content}\n\n{content}")
+        else:
+            out.append(Message(role, content))
+    return tuple(out)
+
+
+def full_template(prompt: Prompt, *, instruction: str | None = None) -> str:
+    """PE2's context specification: the user message the instruction sits in, each input shown as ``<field>``."""
+    fields = sorted(prompt.prompt_template.input_variables)
+    return prompt.prompt_template.render(
+        instruction=prompt.instruction if instruction is None else instruction,
+        inputs={f: f"<{f}>" for f in fields},
+        demos=prompt.demo_variables(),
+    )
+
+
+_CHATTER = re.compile(r"(?<![\w'’])I(?:['’](?:m|ll|ve|d))?(?![\w'’])|(?i:\bprompts?\b)")
+"""First person or the word "prompt": a reply addressed to the prompt engineer, not an instruction."""
+
+
+def _normalized(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def screen_proposals(
+    texts: Sequence[str],
+    parent: Prompt,
+    state: RunState,
+    *,
+    origin: str,
+    seen: set[str],
+    max_words: int,
+    forbidden: Iterable[str] = (),
+    step_size: int | None = None,
+    tags: Sequence[str] = ("prompt",),
+    metas: Sequence[Mapping[str, Any]] | None = None,
+    meta_prompts: Sequence[Sequence[Message]] | None = None,
+) -> list[Prompt]:
+    """Turn proposer replies into child prompts of ``parent``; count every rejection in ``state``.
+
+    Rejects what :func:`extract_instruction` rejects, instructions already in ``seen`` (``duplicate``;
+    accepted ones are added), instructions that still contain a template placeholder such as
+    ``<sentence>`` (``placeholder``), replies that talk to the prompt engineer instead of instructing the
+    task model — first person or a mention of "prompt" (``chatter``: "I'm ready to help…", "Here's an
+    alternative to the provided prompt"), replies that copy a line of the meta-prompt they answer
+    (``echoes_meta_prompt``, with ``meta_prompts``) and, with ``step_size``, edits changing more words
+    than that (``step_size``). Each child's ``meta`` records the step, ``edit_words`` (the measured word edit
+    distance to the parent) and the matching entry of ``metas``.
+    """
+    placeholders = [f"<{f}>" for f in parent.prompt_template.input_variables] + ["<INS>"]
+    out: list[Prompt] = []
+    for i, text in enumerate(texts):
+        ext = extract_instruction(text, max_words=max_words, forbidden=forbidden, tags=tags)
+        instruction = ext.instruction
+        if instruction is None:
+            state.reject(ext.reason or "invalid")
+            continue
+        if instruction in seen:
+            state.reject("duplicate")
+            continue
+        if any(p.lower() in instruction.lower() for p in placeholders):
+            state.reject("placeholder")
+            continue
+        if _CHATTER.search(instruction):
+            state.reject("chatter")
+            continue
+        if meta_prompts is not None and _normalized(instruction) in _normalized(
+            "\n".join(m.content for m in meta_prompts[i])
+        ):
+            state.reject("echoes_meta_prompt")
+            continue
+        edit = word_edit_distance(parent.instruction, instruction)
+        if step_size is not None and edit > step_size:
+            state.reject("step_size")
+            continue
+        seen.add(instruction)
+        extra = dict(metas[i]) if metas is not None else {}
+        out.append(parent.with_instruction(instruction, origin=origin, step=state.step, edit_words=edit, **extra))
+    return out
+
+
+def select_beam(history: History, k: int) -> list[TrialRecord]:
+    """The ``k`` best full-dev candidates so far, best first (ties: the earlier trial)."""
+    return sorted(history.full(), key=lambda r: (-r.mean, r.trial))[:k]
+
+
+def score_on(record: TrialRecord, examples: Sequence[Example]) -> float | None:
+    """``record``'s mean score on ``examples`` from its per-example results (None if any is missing)."""
+    if record.result is None:
+        return None
+    scores = {r.example_id: r.score for r in record.result.records}
+    if not examples or any(ex.id not in scores for ex in examples):
+        return None
+    return sum(scores[ex.id] for ex in examples) / len(examples)
+
+
+@dataclass(frozen=True)
+class Edit:
+    """One accepted edit on a prompt's lineage, as the optimization history ("momentum") shows it."""
+
+    step: int
+    before: str
+    after: str
+    words: int
+    score_before: float
+    score_after: float
+
+
+def lineage(record: TrialRecord, history: History, *, limit: int) -> list[Edit]:
+    """The last ``limit`` edits that led to ``record`` (oldest first), with full-dev scores before/after.
+
+    ``step`` is the child's ``meta["round"]`` (the optimizer's step) when recorded, else its trial step.
+    """
+    by_id = {r.prompt.id: r for r in history.full()}
+    edits: list[Edit] = []
+    cur = record
+    while cur.prompt.parents and (parent := by_id.get(cur.prompt.parents[0])) is not None and len(edits) < limit:
+        words = cur.prompt.meta.get("edit_words")
+        edits.append(
+            Edit(
+                step=int(cur.prompt.meta.get("round", cur.step)),
+                before=parent.prompt.instruction,
+                after=cur.prompt.instruction,
+                words=int(words)
+                if words is not None
+                else word_edit_distance(parent.prompt.instruction, cur.prompt.instruction),
+                score_before=parent.mean,
+                score_after=cur.mean,
+            )
+        )
+        cur = parent
+    return edits[::-1]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchConfig(OptimizerConfig):
+    """Settings of the beam search shared by the meta-prompt family."""
+
+    n_steps: int = field(default=4, metadata={"min": 1, "help": "optimization steps; each expands the beam once"})
+    beam_size: int = field(default=2, metadata={"min": 1, "help": "best full-dev candidates a step builds on"})
+    minibatch_size: int = field(
+        default=10, metadata={"min": 0, "help": "dev examples children are raced on before full dev (0: no race)"}
+    )
+    n_promote: int = field(default=2, metadata={"min": 1, "help": "children per step promoted to full dev"})
+    min_gain: float | None = field(
+        default=0.0,
+        metadata={"help": "promote only children beating their parent on the race by more than this (None: all)"},
+    )
+    temperature: float = field(default=0.7, metadata={"min": 0.0, "help": "proposer sampling temperature"})
+    max_tokens: int = field(default=96, metadata={"min": 1, "help": "proposer reply length for a new prompt"})
+    max_words: int = field(default=50, metadata={"min": 1, "help": "longer proposals are rejected"})
+
+
+FailureSplit = Literal["train", "dev"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class FailureSearchConfig(SearchConfig):
+    """:class:`SearchConfig` plus where the failures shown to the proposer come from."""
+
+    batch_size: int = field(default=2, metadata={"min": 1, "help": "failures shown per proposal"})
+    failure_split: FailureSplit = field(
+        default="train",
+        metadata={"help": "'train': run each parent on a train batch to find failures; 'dev': reuse its dev errors"},
+    )
+    failure_pool: int = field(default=16, metadata={"min": 1, "help": "train examples each parent is run on"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.failure_split not in ("train", "dev"):
+            raise ConfigError(f"must be 'train' or 'dev', got {self.failure_split!r}", field="failure_split")
+
+
+class BeamSearchOptimizer(Optimizer):
+    """Beam search over instructions with minibatch racing, shared by pe2, apo and opro.
+
+    Each step: take the ``beam_size`` best full-dev candidates so far (the seed included: a child never
+    replaces its parent unless it scores higher — PE2's back-tracking), optionally run each new parent
+    on a train batch to collect failures (``uses_failures``), ask :meth:`children` for new candidates,
+    race them on a fresh dev minibatch and evaluate the ``n_promote`` best on the full dev split. A child
+    is only promoted if it beats its parent by more than ``min_gain`` on the same minibatch (the parent's
+    per-example dev results give that score for free). Stops after ``n_steps`` or when a prompt scores
+    1.0 on dev. Subclasses implement :meth:`children` only; children record the optimization step
+    (``meta["round"]``) and the measured edit size (``meta["edit_words"]``).
+    """
+
+    Config = SearchConfig
+    config: SearchConfig
+    uses_proposer = True
+    uses_failures: ClassVar[bool] = False
+
+    def setup(self, ctx: RunContext) -> None:
+        super().setup(ctx)
+        c = self.config
+        self.proposer = Proposer(ctx.proposer, temperature=c.temperature, max_tokens=c.max_tokens)
+        self.forbidden = frozenset(str(v) for ex in (*ctx.task.train, *ctx.task.dev) for v in ex.inputs.values())
+        self.seen: set[str] = set()
+        self._phase: Literal["select", "expand", "promote"] = "select"
+        self._awaiting: Literal["failures", "race"] | None = None
+        self._round = 0
+        self._parents: list[TrialRecord] = []
+        self._failure_runs: dict[str, TrialRecord] = {}
+        self._children: list[Prompt] = []
+        self._minibatch: tuple[Example, ...] = ()
+        self._raced: dict[str, float] = {}
+
+    # -- for subclasses ---------------------------------------------------------------------------
+    def children(self, parents: Sequence[TrialRecord], state: RunState) -> list[Prompt]:
+        """New candidates built from ``parents`` (best first); screen them with :meth:`screen`."""
+        raise NotImplementedError
+
+    def failure_batch(self, parent: TrialRecord) -> list[Failure]:
+        """A fresh sample of ``batch_size`` failures of ``parent`` (from its train batch or its dev results)."""
+        c = self.config
+        if not isinstance(c, FailureSearchConfig):
+            raise TypeError(f"{type(self).__name__}.failure_batch needs a FailureSearchConfig")
+        if c.failure_split == "train":
+            record, examples = self._failure_runs.get(parent.prompt.id), self.ctx.task.train
+        else:
+            record, examples = parent, self.ctx.task.dev
+        return sample_failures(record, examples, c.batch_size, self.ctx.rng) if record is not None else []
+
+    def screen(
+        self,
+        texts: Sequence[str],
+        parent: Prompt,
+        state: RunState,
+        *,
+        origin: str,
+        step_size: int | None = None,
+        tags: Sequence[str] = ("prompt",),
+        metas: Sequence[Mapping[str, Any]] | None = None,
+        meta_prompts: Sequence[Sequence[Message]] | None = None,
+    ) -> list[Prompt]:
+        """:func:`screen_proposals` with this run's seen set, word limit and forbidden inputs."""
+        metas = [{"round": self._round, **m} for m in (metas if metas is not None else [{}] * len(texts))]
+        return screen_proposals(
+            texts,
+            parent,
+            state,
+            origin=origin,
+            seen=self.seen,
+            max_words=self.config.max_words,
+            forbidden=self.forbidden,
+            step_size=step_size,
+            tags=tags,
+            metas=metas,
+            meta_prompts=meta_prompts,
+        )
+
+    # -- the protocol -----------------------------------------------------------------------------
+    def propose(self, state: RunState) -> Sequence[Prompt | EvalRequest]:
+        c = self.config
+        while True:
+            if self._phase == "select":
+                if self._round >= c.n_steps:
+                    return []
+                self._round += 1
+                self._parents = select_beam(state.history, c.beam_size) or [state.seed_record]
+                self._phase = "expand"
+                runs = self._failure_requests()
+                if runs:
+                    self._awaiting = "failures"
+                    return runs
+            if self._phase == "expand":
+                self.seen = {r.prompt.instruction for r in state.history}
+                kids = self.children(self._parents, state)
+                self._phase = "select"
+                if not kids:
+                    continue
+                dev = list(self.ctx.task.dev)
+                if c.minibatch_size == 0 or len(dev) <= c.minibatch_size:
+                    self._awaiting = None
+                    return kids
+                self._minibatch = tuple(self.ctx.rng.sample(dev, c.minibatch_size))
+                self._children, self._raced = kids, {}
+                self._phase, self._awaiting = "promote", "race"
+                return [EvalRequest(k, self._minibatch) for k in kids]
+            self._phase, self._awaiting = "select", None
+            promoted = self._promote(state)
+            if promoted:
+                return promoted
+
+    def observe(self, state: RunState, records: Sequence[TrialRecord]) -> None:
+        for r in records:
+            if r.full or r.result is None:
+                continue
+            if self._awaiting == "failures":
+                self._failure_runs[r.prompt.id] = r
+            elif self._awaiting == "race":
+                self._raced[r.prompt.id] = r.mean
+
+    def should_stop(self, state: RunState) -> bool:
+        if state.best().mean >= 1.0:
+            state.stop_reason = "a prompt scored 1.0 on dev"
+            return True
+        return False
+
+    # -- internals --------------------------------------------------------------------------------
+    def _failure_requests(self) -> list[EvalRequest]:
+        c = self.config
+        if not self.uses_failures or not isinstance(c, FailureSearchConfig) or c.failure_split != "train":
+            return []
+        train = list(self.ctx.task.train)
+        out = []
+        for p in self._parents:
+            if p.prompt.id not in self._failure_runs:  # each parent is run on one train batch, once
+                out.append(EvalRequest(p.prompt, tuple(self.ctx.rng.sample(train, min(c.failure_pool, len(train))))))
+        return out
+
+    def _promote(self, state: RunState) -> list[Prompt]:
+        c = self.config
+        full = {r.prompt.id: r for r in state.history.full()}
+        ranked: list[tuple[float, int, Prompt]] = []
+        for i, kid in enumerate(self._children):
+            if kid.id not in self._raced:
+                continue  # failed to render
+            score = self._raced[kid.id]
+            parent = full.get(kid.parents[0]) if kid.parents else None
+            base = score_on(parent, self._minibatch) if parent is not None else None
+            if c.min_gain is not None and base is not None and score <= base + c.min_gain + 1e-9:
+                continue
+            ranked.append((-score, i, kid))
+        return [kid for _, _, kid in sorted(ranked)[: c.n_promote]]

@@ -24,7 +24,7 @@ from promptopt.testing import (
 
 NEXT = {TOY_SEED_INSTRUCTION: TOY_PARTIAL_INSTRUCTION, TOY_PARTIAL_INSTRUCTION: TOY_BEST_INSTRUCTION}
 """The edit the scripted proposer makes: seed → 'Reverse the word.' (1 word) → the optimum (4 words)."""
-RAMBLE = "Sure! Here is a much longer prompt that rewrites everything you had before and adds many more words."
+RAMBLE = "Sure! Here is a much longer instruction that rewrites everything you had before and adds many more words."
 """What the scripted proposer says on every ``ramble_every``-th sample: an 18-word rewrite."""
 ANALYSIS = "The prompt says to repeat the word, but every label is the word spelled backwards."
 
@@ -84,10 +84,17 @@ def run(
 
 
 def history_rows(run_dir: Path) -> list[dict[str, Any]]:
-    """history.jsonl without wall-clock fields, for exact comparisons."""
+    """history.jsonl without wall-clock time and spend (calls so far, calls paid, cache hits: a resumed run
+    replays from the cache), for exact comparisons of what was evaluated and how it scored."""
     rows = []
     for line in (run_dir / "history.jsonl").read_text().splitlines():
         d = json.loads(line)
-        d.pop("elapsed")
+        for key in ("elapsed", "calls_so_far"):
+            d.pop(key)
+        if d["result"] is not None:
+            d["summary"].pop("calls")
+            d["result"].pop("calls")
+            for r in d["result"]["records"]:
+                r.pop("cached")
         rows.append(d)
     return rows

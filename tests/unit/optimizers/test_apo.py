@@ -4,6 +4,7 @@ siblings of the edits, the optimum is found, runs are deterministic."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from meta_family_support import ANALYSIS, history_rows, run, scripted_editor
 
@@ -11,7 +12,7 @@ from promptopt.optimizers import APOOptimizer
 from promptopt.presets import load_optimizer
 from promptopt.testing import TOY_BEST_INSTRUCTION, TOY_PARTIAL_INSTRUCTION, TOY_SEED_INSTRUCTION
 
-FAST = {"minibatch_size": 6}
+FAST: dict[str, Any] = {"minibatch_size": 6}
 
 
 def test_finds_the_known_better_instruction() -> None:
@@ -23,7 +24,7 @@ def test_finds_the_known_better_instruction() -> None:
 def test_gradient_drives_the_edit_and_paraphrases_are_siblings(tmp_path: Path) -> None:
     proposer = scripted_editor(ramble_every=0)
     run(APOOptimizer(n_gradients=1, n_reasons=4, **FAST), proposer=proposer, budget=300, run_dir=tmp_path / "run")
-    users = [r.messages[-1].content for r in proposer.requests]  # type: ignore[union-attr]
+    users = [r.messages[-1].content for r in proposer.requests]
     gradient_asks = [u for u in users if "Give 4 reasons why the prompt" in u]
     edit_asks = [u for u in users if "the problem with this prompt is that:" in u]
     assert gradient_asks and edit_asks

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from meta_family_support import history_rows, run, scripted_editor
 
 from promptopt.optimizers import OPROOptimizer
 from promptopt.testing import TOY_BEST_INSTRUCTION, TOY_PARTIAL_INSTRUCTION, TOY_SEED_INSTRUCTION
 
-FAST = {"minibatch_size": 6}
+FAST: dict[str, Any] = {"minibatch_size": 6}
 
 
 def test_finds_the_known_better_instruction() -> None:
@@ -23,7 +24,7 @@ def test_finds_the_known_better_instruction() -> None:
 def test_meta_prompt_lists_scores_ascending_and_problems_in_the_template(tmp_path: Path) -> None:
     proposer = scripted_editor(ramble_every=0)
     run(OPROOptimizer(n_samples=3, n_exemplars=2, **FAST), proposer=proposer, budget=300, run_dir=tmp_path / "run")
-    metas = [r.messages[-1].content for r in proposer.requests]  # type: ignore[union-attr]
+    metas = [r.messages[-1].content for r in proposer.requests]
     assert len(metas) % 3 == 0 and metas[0] == metas[1] == metas[2]  # n_samples replies from one meta-prompt
     later = metas[-1]
     listed = re.findall(r"text:\n(.+)\nscore:\n(\d+)", later)

@@ -4,6 +4,7 @@ records lineage and edits, is deterministic, and each component switch changes t
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from meta_family_support import ANALYSIS, RAMBLE, history_rows, run, scripted_editor
@@ -13,7 +14,7 @@ from promptopt.optimizers.meta import word_edit_distance
 from promptopt.presets import load_optimizer
 from promptopt.testing import TOY_BEST_INSTRUCTION, TOY_PARTIAL_INSTRUCTION, TOY_SEED_INSTRUCTION
 
-FAST = {"minibatch_size": 6}
+FAST: dict[str, Any] = {"minibatch_size": 6}
 
 
 def test_finds_the_known_better_instruction(tmp_path: Path) -> None:
@@ -90,9 +91,9 @@ def _step2_messages(preset: str) -> list[str]:
     proposer = scripted_editor(ramble_every=0)
     run(load_optimizer(preset, n_steps=2, **FAST), proposer=proposer, budget=300)
     needle = f"## Current Prompt\n{TOY_PARTIAL_INSTRUCTION}"
-    step2 = [r for r in proposer.requests if needle in r.messages[-1].content]  # type: ignore[union-attr]
+    step2 = [r for r in proposer.requests if needle in r.messages[-1].content]
     assert step2
-    return [m.content for m in step2[-1].messages]  # type: ignore[union-attr]
+    return [m.content for m in step2[-1].messages]
 
 
 PE2_SECTIONS = {
@@ -128,13 +129,14 @@ def test_ablation_presets_change_the_meta_prompt(preset: str, removed: str | Non
 def test_ablation_presets_differ_from_pe2_in_one_setting() -> None:
     base = load_optimizer("pe2").to_config()
     assert base == PE2Optimizer().to_config()  # the preset spells out the defaults the ablations start from
-    for preset, changed in [
+    ablations: list[tuple[str, dict[str, Any]]] = [
         ("pe2-no-task-description", {"task_description": False}),
         ("pe2-no-context", {"context": False}),
         ("pe2-no-reasoning", {"reasoning_template": False}),
         ("pe2-no-momentum", {"momentum": False}),
         ("pe2-step-size", {"step_size": 10}),
-    ]:
+    ]
+    for preset, changed in ablations:
         assert load_optimizer(preset).to_config() == {**base, **changed}, preset
 
 
