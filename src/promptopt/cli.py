@@ -271,7 +271,7 @@ def evaluate(
         payload = {**result.summary(), "usage": usage.to_dict(), "records": [r.to_dict() for r in result.records]}
         out.print_json(json.dumps(payload))
         return
-    out.print(f"{result.mode} accuracy/score: {result.format()}", highlight=False)
+    out.print(f"{result.metric}: {result.format()}  ({result.mode} mode)", highlight=False)
     out.print(
         f"model calls: {usage.calls} ({usage.cache_hits} cache hits), tokens: {usage.tokens}, cost: ${usage.cost:.4f}, "
         f"{tracker.elapsed:.1f}s",

@@ -55,6 +55,7 @@ class EvalResult:
     split: str
     mode: str
     records: tuple[ExampleRecord, ...]
+    metric: str = "score"
     calls: int = 0
     """Model calls this evaluation made (cache hits excluded)."""
 
@@ -98,6 +99,7 @@ class EvalResult:
             "parse_errors": self.n_parse_errors,
             "calls": self.calls,
             "mode": self.mode,
+            "metric": self.metric,
         }
 
     def format(self) -> str:
@@ -111,6 +113,7 @@ class EvalResult:
             "prompt_id": self.prompt_id,
             "split": self.split,
             "mode": self.mode,
+            "metric": self.metric,
             "calls": self.calls,
             "records": [r.to_dict() for r in self.records],
         }
@@ -121,6 +124,7 @@ class EvalResult:
             prompt_id=d["prompt_id"],
             split=d["split"],
             mode=d["mode"],
+            metric=d.get("metric", "score"),
             calls=d.get("calls", 0),
             records=tuple(ExampleRecord.from_dict(r) for r in d["records"]),
         )
@@ -195,6 +199,7 @@ class Evaluator:
             prompt_id=prompt.id,
             split=split,
             mode=mode,
+            metric=self.task.metric.name,
             records=tuple(records),
             calls=client.budget.total.calls - calls_before,
         )

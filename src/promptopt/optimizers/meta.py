@@ -15,6 +15,7 @@ optimization history of a prompt's lineage (:func:`lineage`). Each member only w
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -33,6 +34,8 @@ from promptopt.template import PromptTemplate, render_string
 if TYPE_CHECKING:
     from promptopt.candidate import Prompt
     from promptopt.history import History, TrialRecord
+
+logger = logging.getLogger(__name__)
 
 PROPOSER_SYSTEM = "You are an expert prompt engineer. Reply with exactly what is asked, nothing else."
 
@@ -281,32 +284,41 @@ def screen_proposals(
     out: list[Prompt] = []
     for i, text in enumerate(texts):
         ext = extract_instruction(text, max_words=max_words, forbidden=forbidden, tags=tags)
-        instruction = ext.instruction
-        if instruction is None:
-            state.reject(ext.reason or "invalid")
-            continue
-        if instruction in seen:
-            state.reject("duplicate")
-            continue
-        if any(p.lower() in instruction.lower() for p in placeholders):
-            state.reject("placeholder")
-            continue
-        if _CHATTER.search(instruction):
-            state.reject("chatter")
-            continue
-        if meta_prompts is not None and _normalized(instruction) in _normalized(
-            "\n".join(m.content for m in meta_prompts[i])
-        ):
-            state.reject("echoes_meta_prompt")
-            continue
-        edit = word_edit_distance(parent.instruction, instruction)
-        if step_size is not None and edit > step_size:
-            state.reject("step_size")
+        instruction, edit = ext.instruction or "", 0
+        reason: str | None = ext.reason or "invalid" if ext.instruction is None else None
+        if reason is None:
+            edit = word_edit_distance(parent.instruction, instruction)
+            source = "\n".join(m.content for m in meta_prompts[i]) if meta_prompts is not None else None
+            reason = _rejection(instruction, seen, placeholders, source, edit, step_size)
+        if reason is not None:
+            state.reject(reason)
+            logger.debug("proposal rejected (%s): %r", reason, text[:300])
             continue
         seen.add(instruction)
         extra = dict(metas[i]) if metas is not None else {}
         out.append(parent.with_instruction(instruction, origin=origin, step=state.step, edit_words=edit, **extra))
     return out
+
+
+def _rejection(
+    instruction: str,
+    seen: set[str],
+    placeholders: Sequence[str],
+    meta_prompt: str | None,
+    edit: int,
+    step_size: int | None,
+) -> str | None:
+    if instruction in seen:
+        return "duplicate"
+    if any(p.lower() in instruction.lower() for p in placeholders):
+        return "placeholder"
+    if _CHATTER.search(instruction):
+        return "chatter"
+    if meta_prompt is not None and _normalized(instruction) in _normalized(meta_prompt):
+        return "echoes_meta_prompt"
+    if step_size is not None and edit > step_size:
+        return "step_size"
+    return None
 
 
 def select_beam(history: History, k: int) -> list[TrialRecord]:
