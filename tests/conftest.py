@@ -73,7 +73,7 @@ _USER_PROMPTOPT_HOME = promptopt_home()  # read at import, before any test point
 
 @pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
-    """The user's converted SmolLM2 copy: integration tests share it, since converting the GGUF takes ~20 s."""
+    """The user's converted SmolLM2 copy, shared by integration tests (converting the GGUF takes ~20 s)."""
     return _USER_PROMPTOPT_HOME / "models" / "smollm2-135m-instruct"
 
 

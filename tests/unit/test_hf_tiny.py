@@ -1,0 +1,213 @@
+"""HFModel on a tiny random Llama and a BPE tokenizer built in the test: no weights are downloaded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+import tokenizers
+import torch
+import transformers
+
+from promptopt.exceptions import ConfigError
+from promptopt.models.base import GenerationRequest, Message, ScoreRequest
+from promptopt.models.hf import HFModel
+
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+# SmolLM2's template, including the default system prompt it injects when there is none.
+TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nDEFAULT SYSTEM PROMPT<|im_end|>\n' }}{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+CORPUS = [
+    "the cat sat on the mat and the dog ate the bone",
+    "is the following review positive or negative? answer with one word.",
+    "a wonderful, moving film. dull and far too long. i loved every minute.",
+    "hello world, hello there; count to five: one two three four five",
+]
+CONTEXT = 96
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    bpe = tokenizers.Tokenizer(tokenizers.models.BPE())
+    bpe.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = tokenizers.decoders.ByteLevel()
+    trainer = tokenizers.trainers.BpeTrainer(
+        vocab_size=320,
+        special_tokens=SPECIALS,
+        initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet(),
+    )
+    bpe.train_from_iterator(CORPUS * 10, trainer)
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=bpe, bos_token="<|im_start|>", eos_token="<|im_end|>", pad_token="<|im_end|>"
+    )
+    tokenizer.chat_template = TEMPLATE
+    ids = tokenizer.convert_tokens_to_ids(SPECIALS)
+    config = transformers.LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=CONTEXT,
+        initializer_range=0.2,  # spread-out logits: no near-ties that float noise could flip
+        bos_token_id=ids[1],
+        eos_token_id=ids[2],
+        pad_token_id=ids[2],
+    )
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny-llama")
+    transformers.LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model(model_dir: Path) -> HFModel:
+    return HFModel(str(model_dir), device="cpu", batch_size=3)
+
+
+def chat(user: str, system: str = "Answer briefly.") -> tuple[Message, ...]:
+    return (Message("system", system), Message("user", user))
+
+
+USERS = [
+    "hello",
+    "the cat sat on the mat and the dog",
+    "count to five",
+    "a wonderful film",
+    "is it good?",
+    "one two",
+]
+
+
+def one_by_one(model: HFModel, method: str, requests: list) -> list:
+    model.batch_size = 1
+    try:
+        return [getattr(model, method)([r])[0] for r in requests]
+    finally:
+        model.batch_size = 3
+
+
+def test_identity(model: HFModel, model_dir: Path) -> None:
+    assert model.name == f"hf:{model_dir}@float32"
+    assert model.capabilities.score and model.capabilities.trainable
+    assert model.capabilities.max_context == CONTEXT
+    assert HFModel(str(model_dir), dtype="bfloat16", name="tiny").name == "tiny@bfloat16"
+
+
+def test_bad_options(model_dir: Path) -> None:
+    with pytest.raises(ConfigError, match="dtype"):
+        HFModel(str(model_dir), dtype="float8")
+    with pytest.raises(ConfigError, match="batch_size"):
+        HFModel(str(model_dir), batch_size=0)
+    with pytest.raises(ConfigError, match="cannot load"):
+        HFModel(str(model_dir / "missing"))
+
+
+def test_template_default_system_prompt_never_injected(model: HFModel) -> None:
+    without = model.encode((Message("user", "hello"),))
+    assert without == model.encode(chat("hello", system=""))
+    assert "DEFAULT" not in model.tokenizer.decode(without)
+
+
+def test_greedy_batched_equals_one_by_one(model: HFModel) -> None:
+    requests = [GenerationRequest(messages=chat(u), max_tokens=6 + i) for i, u in enumerate(USERS)]
+    batched = model.generate(requests)
+    assert batched == one_by_one(model, "generate", requests)
+    for request, completion in zip(requests, batched, strict=True):
+        assert completion.error is None
+        assert completion.prompt_tokens == len(model.encode(request.messages))
+        assert 1 <= completion.completion_tokens <= request.max_tokens
+
+
+def test_sampling_is_seeded_per_request(model: HFModel) -> None:
+    requests = [
+        GenerationRequest(messages=chat(u), max_tokens=8, temperature=1.0, sample=s)
+        for u in USERS[:3]
+        for s in (0, 1)
+    ]
+    batched = model.generate(requests)
+    assert batched == one_by_one(model, "generate", requests)
+    assert model.generate(requests[::-1]) == batched[::-1]
+    assert len({c.text for c in batched}) > 3  # different samples (and prompts) draw differently
+
+
+def test_stop_strings_truncate(model: HFModel) -> None:
+    request = GenerationRequest(messages=chat("hello"), max_tokens=12, temperature=1.0, sample=3)
+    full = model.generate([request])[0].text
+    assert len(full) >= 4, full
+    stop = full[2:4]
+    cut = model.generate([GenerationRequest(**{**request.__dict__, "stop": ("\u2603", stop)})])[0]
+    assert cut.text == full[: full.index(stop)]
+    assert cut.completion_tokens <= model.generate([request])[0].completion_tokens
+
+
+def naive_logprob(model: HFModel, messages: tuple[Message, ...], continuation: str) -> float:
+    """The continuation's log-probability from one unpadded forward pass over prompt + continuation."""
+    text, prompt = model._render(messages)
+    tokens = model._continuation(text, prompt, continuation)
+    with torch.no_grad():
+        logits = model.model(torch.tensor([prompt + tokens])).logits[0].log_softmax(-1)
+    return sum(float(logits[len(prompt) - 1 + i, t]) for i, t in enumerate(tokens))
+
+
+def test_score_matches_naive_computation(model: HFModel) -> None:
+    continuations = ("positive", "negative", "the cat sat on the mat", " hello world", "\n\nfive", "")
+    requests = [ScoreRequest(messages=chat(u), continuations=continuations) for u in USERS]
+    scores = model.score(requests)
+    singles = one_by_one(model, "score", requests)
+    for request, score, single in zip(requests, scores, singles, strict=True):
+        assert score.logprobs == pytest.approx(single.logprobs, abs=1e-5)
+        assert score.error is None
+        assert score.prompt_tokens == len(model.encode(request.messages))
+        expected = [naive_logprob(model, request.messages, c) for c in continuations]
+        assert score.logprobs == pytest.approx(expected, abs=1e-4)
+        assert score.logprobs[-1] == 0.0
+
+
+def test_continuation_tokenized_with_the_prompt(model: HFModel) -> None:
+    text, prompt = model._render(chat("hello"))
+    joint = model.tokenizer(text + "the cat", add_special_tokens=False)["input_ids"]
+    assert prompt + model._continuation(text, prompt, "the cat") == joint
+
+
+def test_errors_are_isolated(model: HFModel) -> None:
+    too_long = " ".join(["the cat sat on the mat"] * 30)
+    requests = [GenerationRequest(messages=chat(u), max_tokens=4) for u in (USERS[0], too_long, USERS[1])]
+    requests.append(GenerationRequest(messages=chat("hello"), max_tokens=0))
+    out = model.generate(requests)
+    assert [c.error is None for c in out] == [True, False, True, False]
+    assert "context" in out[1].error and "max_tokens" in out[3].error
+    assert out[0] == model.generate(requests[:1])[0]
+
+    scores = model.score(
+        [ScoreRequest(messages=chat(u), continuations=("a b c",)) for u in (too_long, "hello")]
+    )
+    assert scores[0].error and "context" in scores[0].error
+    assert scores[1].error is None
+
+
+def test_failing_batch_is_retried_one_by_one(model: HFModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    requests = [ScoreRequest(messages=chat(u), continuations=("yes", "no")) for u in USERS[:4]]
+    expected = model.score(requests)
+    run = model._score_batch
+
+    def flaky(batch: list) -> list:
+        if any(item.index == 1 for item in batch):
+            raise RuntimeError("boom")
+        return run(batch)
+
+    monkeypatch.setattr(model, "_score_batch", flaky)
+    scores = model.score(requests)
+    assert [s.error for s in scores] == [None, "RuntimeError: boom", None, None]
+    for i in (0, 2, 3):
+        assert scores[i].logprobs == pytest.approx(expected[i].logprobs, abs=1e-5)
