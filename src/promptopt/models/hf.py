@@ -252,25 +252,19 @@ class HFModel:
 
     # -- model passes ------------------------------------------------------------------------------------
 
-    def _embed_inputs(self, ids: Any, mask: Any) -> tuple[Any, Any]:
-        """Input embeddings and attention mask for left-padded prompts that start at position 0.
-
-        The extension point for soft prompts (:class:`promptopt.models.soft.SoftPromptModel` prepends its
-        virtual tokens and extends the mask). Only the pass that starts a prompt goes through here, and a
-        subclass changes what the model sees, so anything cached across calls must be keyed by :attr:`name`.
-        """
-        return self.model.get_input_embeddings()(ids), mask
+    def embed(self, ids: Any) -> Any:
+        """Input embeddings of the token ids ``ids`` (batch, length): every prefill starts here."""
+        return self.model.get_input_embeddings()(ids)
 
     def _prefill(self, prompts: list[list[int]]) -> tuple[Any, Any, Any, Any]:
         """Left-padded forward over ``prompts``: (last-position logits, KV cache, mask, last positions)."""
         width = max(len(p) for p in prompts)
         ids = torch.tensor([[self._pad] * (width - len(p)) + p for p in prompts], device=self.device)
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
-        embeds, mask = self._embed_inputs(ids, mask)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = transformers.DynamicCache(config=self.model.config)
         out = self.model(
-            inputs_embeds=embeds,
+            inputs_embeds=self.embed(ids),
             attention_mask=mask,
             position_ids=positions,
             past_key_values=cache,
