@@ -5,9 +5,9 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from promptopt.exceptions import UnknownComponentError
+from promptopt.exceptions import ConfigError, UnknownComponentError
 
 T = TypeVar("T")
 
@@ -68,3 +68,14 @@ class Registry(Generic[T]):
             obj = getattr(importlib.import_module(module), attr)
             self._items[name] = obj
         return obj  # type: ignore[return-value]
+
+    def build(self, name: str, *, source: str | None, field: str, **kwargs: Any) -> Any:
+        """Call the factory registered as ``name``; errors name the file and field the name came from."""
+        try:
+            factory = self.get(name)
+        except UnknownComponentError as exc:
+            raise exc.located(source=source, field=field) from None
+        try:
+            return factory(**kwargs)  # type: ignore[operator]
+        except TypeError as exc:
+            raise ConfigError(f"bad arguments for {self.kind} '{name}': {exc}", source=source, field=field) from exc

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from promptopt._registry import Registry
 from promptopt.data import Example
-from promptopt.exceptions import ConfigError, UnknownComponentError
+from promptopt.exceptions import ConfigError
 
 
 class Metric(Protocol):
@@ -176,11 +176,4 @@ def make_metric(spec: str | Mapping[str, Any], *, source: str | None = None) -> 
         except (ImportError, AttributeError) as exc:
             raise ConfigError(f"cannot import custom metric '{name}': {exc}", source=source, field="metric") from exc
         return FunctionMetric(fn, name=name)
-    try:
-        factory = METRICS.get(name)
-    except UnknownComponentError as exc:
-        raise exc.located(source=source, field="metric") from None
-    try:
-        return factory(**kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"bad arguments for metric '{name}': {exc}", source=source, field="metric") from exc
+    return METRICS.build(name, source=source, field="metric", **kwargs)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from promptopt._registry import Registry
-from promptopt.exceptions import ConfigError, UnknownComponentError
+from promptopt.exceptions import ConfigError
 from promptopt.metrics import _ARTICLES, _NUMBER, normalize
 
 
@@ -126,11 +126,4 @@ def make_parser(
         if not labels:
             raise ConfigError("the label_set parser needs the task's 'labels'", source=source, field="parser")
         kwargs.setdefault("labels", tuple(labels))
-    try:
-        factory = PARSERS.get(name)
-    except UnknownComponentError as exc:
-        raise exc.located(source=source, field="parser") from None
-    try:
-        return factory(**kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"bad arguments for parser '{name}': {exc}", source=source, field="parser") from exc
+    return PARSERS.build(name, source=source, field="parser", **kwargs)
