@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
@@ -12,6 +12,8 @@ from types import MappingProxyType
 from typing import Any
 
 from promptopt.data import Example
+from promptopt.exceptions import ConfigError
+from promptopt.ics import InContextSampling
 from promptopt.models.base import Message, Messages
 from promptopt.template import PromptTemplate
 
@@ -26,6 +28,9 @@ class Prompt:
     Rendering for an example gives two chat messages: ``system``, then the user message rendered from
     ``template`` with the example's inputs, ``instruction`` and ``demos``. The id is a hash of everything
     that changes what the model sees (not of ``parents``/``origin``/``meta``).
+
+    With ``ics`` (In-Context Sampling, :mod:`promptopt.ics`) the prompt stands for K sub-prompts that differ
+    only in their demos; the evaluator queries all K and aggregates the answers (:meth:`render_all`).
     """
 
     instruction: str
@@ -34,6 +39,8 @@ class Prompt:
     system: str = DEFAULT_SYSTEM
     soft_prompt: str | None = None
     """Path of a PEFT prompt-tuning adapter directory, for soft-prompt candidates."""
+    ics: InContextSampling | None = None
+    """K demo sets and an aggregation rule (then ``demos`` must be empty)."""
     parents: tuple[str, ...] = field(default=(), compare=False)
     origin: str = field(default="seed", compare=False)
     meta: Mapping[str, Any] = field(default_factory=dict, compare=False)
@@ -41,6 +48,8 @@ class Prompt:
     def __post_init__(self) -> None:
         object.__setattr__(self, "demos", tuple(self.demos))
         object.__setattr__(self, "meta", MappingProxyType(dict(self.meta)))
+        if self.ics is not None and self.demos:
+            raise ConfigError("an In-Context Sampling prompt takes its demos from ics, not demos.", field="demos")
 
     @property
     def id(self) -> str:
@@ -51,6 +60,8 @@ class Prompt:
                 "demos": [d.to_dict() for d in self.demos],
                 "system": self.system,
                 "soft_prompt": self.soft_prompt,
+                # absent for plain prompts, so their ids are what they were before ICS existed
+                **({"ics": self.ics.to_dict()} if self.ics is not None else {}),
             },
             sort_keys=True,
         )
@@ -71,7 +82,19 @@ class Prompt:
         return self.prompt_template.render(instruction=self.instruction, inputs=inputs, demos=self.demo_variables())
 
     def render(self, example: Example) -> Messages:
+        """The chat messages for ``example`` (for an ICS prompt: its first sub-prompt's)."""
+        if self.ics is not None:
+            return self.render_all([example])[0][0]
         return (Message("system", self.system), Message("user", self.render_user(example.inputs)))
+
+    def render_all(self, examples: Sequence[Example]) -> list[tuple[Messages, ...]]:
+        """Per example, the messages of every sub-prompt: one for a plain prompt, K for an ICS prompt."""
+        if self.ics is None:
+            return [(self.render(ex),) for ex in examples]
+        return [
+            tuple(replace(self, demos=s, ics=None).render(ex) for s in sets)
+            for ex, sets in zip(examples, self.ics.sets_for(examples), strict=True)
+        ]
 
     # -- (de)serialisation ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -82,6 +105,7 @@ class Prompt:
             "demos": [d.to_dict() for d in self.demos],
             "system": self.system,
             "soft_prompt": self.soft_prompt,
+            **({"ics": self.ics.to_dict()} if self.ics is not None else {}),
             "parents": list(self.parents),
             "origin": self.origin,
             "meta": dict(self.meta),
@@ -95,6 +119,7 @@ class Prompt:
             demos=tuple(Example.from_dict(x) for x in d.get("demos", ())),
             system=d.get("system", DEFAULT_SYSTEM),
             soft_prompt=d.get("soft_prompt"),
+            ics=InContextSampling.from_dict(d["ics"]) if d.get("ics") else None,
             parents=tuple(d.get("parents", ())),
             origin=d.get("origin", "seed"),
             meta=d.get("meta", {}),
@@ -126,12 +151,36 @@ class Prompt:
                     "content": "<template.jinja rendered with instruction, demos and the inputs>",
                 },
             ],
+            **(self._export_ics(out) if self.ics is not None else {}),
             **(dict(extra) if extra else {}),
             "promptopt": self.to_dict(),
         }
         (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-        (out / "README.md").write_text(_EXPORT_README)
+        (out / "README.md").write_text(_EXPORT_README + (_ICS_README if self.ics is not None else ""))
         return out
+
+    def _export_ics(self, out: Path) -> dict[str, Any]:
+        """Write the demo sets (or the pool of a per-query strategy) and describe how to aggregate."""
+        assert self.ics is not None
+        ics = self.ics
+        sets = [[{**d.inputs, "answer": d.answer} for d in s] for s in ics.demo_sets]
+        pool = [{**d.inputs, "answer": d.answer} for d in ics.pool]
+        if sets:
+            (out / "demo_sets.json").write_text(json.dumps(sets, indent=2, ensure_ascii=False) + "\n")
+        if pool:
+            (out / "demo_pool.json").write_text(json.dumps(pool, indent=2, ensure_ascii=False) + "\n")
+        return {
+            "ics": {
+                "k": ics.k,
+                "shots": ics.shots,
+                "strategy": ics.strategy,
+                "aggregation": ics.aggregation,
+                "demo_sets": "demo_sets.json" if sets else None,
+                "demo_pool": "demo_pool.json" if pool else None,
+                "embedder": ics.embedder if pool else None,
+                "temperature": ics.temperature,
+            }
+        }
 
     @classmethod
     def load(cls, path: str | Path) -> Prompt:
@@ -166,6 +215,17 @@ messages = [{"role": "system", "content": m["system"]}, {"role": "user", "conten
 ```
 
 `inputs` holds the variables listed in `manifest.json` under `input_variables`.
+"""
+
+_ICS_README = """
+## In-Context Sampling
+
+This prompt is K prompts (`manifest.json` → `ics`). Render the template once per demo set in
+`demo_sets.json` (as `demos`), query the model with each, and aggregate the K answers: `vote` takes the
+majority answer; `confidence` sums each label's probability (normalised over the labels) over the K
+prompts and takes the largest. With `demo_pool.json` (strategy `similar`) the K sets are picked per
+input: embed the inputs with the named embedder, take the K × shots nearest pool items, and deal them
+round-robin into K sets (set j gets ranks j, j+K, …), most similar demo last.
 """
 
 

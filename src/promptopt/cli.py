@@ -286,6 +286,55 @@ def evaluate(
             shown += 1
 
 
+# -- spread --------------------------------------------------------------------------------------
+@app.command()
+def spread(
+    task: Annotated[str, typer.Option("--task", "-t", help="Task name, directory or task.yaml.")],
+    prompt: Annotated[Path | None, typer.Option(help="Run directory, exported prompt or prompt .json.")] = None,
+    model: Annotated[str, typer.Option("--model", "-m", help="Model spec.")] = "smollm2",
+    formats: Annotated[int, typer.Option(help="Formats to score (the first is the prompt as written).")] = 10,
+    split: Annotated[str, typer.Option(help="train, dev or test.")] = "test",
+    limit: Annotated[int | None, typer.Option(help="Only the first N examples of the split.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the format sample.")] = 0,
+    mode: Annotated[str, typer.Option(help="auto, score (label log-likelihood) or generate.")] = "auto",
+    cache: Annotated[Path | None, typer.Option(help="Response cache file (default ~/.cache/promptopt).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Requests per model batch.")] = 32,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """FormatSpread: score a prompt under N plausible formats (separators, casing, field names, spacing,
+    option markers) and print the interval (min, median, max)."""
+
+    def run() -> Any:
+        from promptopt.candidate import Prompt
+        from promptopt.formats import spread as run_spread
+
+        if mode not in ("auto", "score", "generate"):
+            raise ConfigError(f"unknown mode {mode!r}; use auto, score or generate.", field="--mode")
+        return run_spread(
+            task,
+            model,
+            Prompt.load(prompt) if prompt is not None else None,
+            n_formats=formats,
+            seed=seed,
+            split=split,
+            limit=limit,
+            cache=cache if cache is not None else True,
+            batch_size=batch_size,
+            mode=mode,  # type: ignore[arg-type]
+        )
+
+    result = guarded(run)
+    if json_out:
+        out.print_json(json.dumps(result.summary()))
+        return
+    table = Table("#", "format", result.results[0].metric, "95% CI")
+    for i, (f, r) in enumerate(zip(result.formats, result.results, strict=True)):
+        lo, hi = r.ci
+        table.add_row(str(i), f.describe() + (" (as written)" if i == 0 else ""), f"{r.mean:.3f}", f"{lo:.3f}–{hi:.3f}")
+    out.print(table)
+    out.print(result.format(), highlight=False, soft_wrap=True)
+
+
 # -- listings ------------------------------------------------------------------------------------
 @tasks_app.command("list")
 def tasks_list(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:

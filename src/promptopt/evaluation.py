@@ -4,6 +4,10 @@ render → batch → model (label scoring or generation) → parse → metric, w
 A model/API failure or an unparsable output is recorded as an error (score 0) and counted apart from
 wrong answers. Classification tasks are scored by label log-likelihood when the model can (one pass per
 example), because small models' free text is often unparsable even when they 'know' the label.
+
+An In-Context Sampling prompt (``Prompt.ics``) is K sub-prompts per example: all K go out in the same
+batched call (K model calls per example, each cached and budgeted like any other) and their records are
+aggregated into one per example (:mod:`promptopt.ics`: majority vote, or summed label probability).
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from typing import Any, Literal
 from promptopt.candidate import Prompt
 from promptopt.client import ModelClient
 from promptopt.data import Example
+from promptopt.exceptions import ConfigError
+from promptopt.ics import aggregate_vector, majority_vote, summed_probabilities
 from promptopt.models.base import GenerationRequest, ScoreRequest
 from promptopt.stats import PairedComparison, bootstrap_ci, mean, paired_comparison
 from promptopt.task import Task
@@ -165,36 +171,58 @@ class Evaluator:
         client = client or self.client
         if examples is None:
             examples = self.task.splits[split]
-        messages = [prompt.render(ex) for ex in examples]
+        groups = prompt.render_all(examples)  # per example: 1 sub-prompt, or K for In-Context Sampling
+        owners = [ex for ex, g in zip(examples, groups, strict=True) for _ in g]
+        messages = [m for g in groups for m in g]
         done = 0
+        per_example = len(messages) / max(len(examples), 1)
 
         def tick(k: int) -> None:
             nonlocal done
             done += k
             if self.progress:
-                self.progress(done, len(examples))
+                self.progress(round(done / per_example), len(examples))
 
         calls_before = client.budget.total.calls
         mode = self.resolved_mode
+        if prompt.ics is not None and prompt.ics.aggregation == "confidence" and mode != "score":
+            raise ConfigError(
+                "aggregation 'confidence' sums label probabilities, so it needs label scoring (a task with labels "
+                "and a model that can score); use aggregation='vote' for generation.",
+                field="aggregation",
+            )
         if mode == "score":
             if self.task.labels is None:
                 raise ValueError(f"task '{self.task.name}' has no labels; label scoring needs them")
             labels = self.task.labels
             responses = client.score([ScoreRequest(messages=m, continuations=labels) for m in messages], on_done=tick)
-            records = [
+            subs = [
                 self._record_scored(ex, r.error, r.logprobs, labels, r.cached)
-                for ex, r in zip(examples, responses, strict=True)
+                for ex, r in zip(owners, responses, strict=True)
             ]
         else:
             gen = self.task.generation
-            responses_g = client.generate(
-                [GenerationRequest(messages=m, max_tokens=gen.max_tokens, stop=gen.stop) for m in messages],
-                on_done=tick,
-            )
-            records = [
-                self._record_generated(ex, r.error, r.text, r.cached)
-                for ex, r in zip(examples, responses_g, strict=True)
+            temperature = prompt.ics.temperature if prompt.ics is not None else 0.0
+            requests = [
+                GenerationRequest(
+                    messages=m,
+                    max_tokens=gen.max_tokens,
+                    stop=gen.stop,
+                    temperature=temperature,
+                    sample=j + 1 if temperature > 0 else 0,
+                )
+                for g in groups
+                for j, m in enumerate(g)
             ]
+            responses_g = client.generate(requests, on_done=tick)
+            subs = [
+                self._record_generated(ex, r.error, r.text, r.cached) for ex, r in zip(owners, responses_g, strict=True)
+            ]
+        records, start = [], 0
+        for ex, g in zip(examples, groups, strict=True):
+            part = subs[start : start + len(g)]
+            start += len(g)
+            records.append(part[0] if len(part) == 1 else self._aggregate(ex, part, prompt))
         return EvalResult(
             prompt_id=prompt.id,
             split=split,
@@ -222,6 +250,43 @@ class Evaluator:
             )
         return ExampleRecord(
             example_id=ex.id, prediction=parsed, score=self.task.metric(parsed, ex), raw=text, cached=cached
+        )
+
+    def _aggregate(self, ex: Example, subs: Sequence[ExampleRecord], prompt: Prompt) -> ExampleRecord:
+        """One record from an ICS prompt's K sub-prompt records (errors and unparsable answers abstain)."""
+        assert prompt.ics is not None
+        raw = " | ".join(r.raw if r.error is None else f"<{r.error_kind} error>" for r in subs)
+        cached = all(r.cached for r in subs)
+        answered = [r for r in subs if r.error is None]
+        if not answered:
+            api = all(r.error_kind == "api" for r in subs)
+            return ExampleRecord(
+                example_id=ex.id,
+                prediction=None,
+                score=0.0,
+                raw=raw,
+                error=f"all {len(subs)} sub-prompts failed: {subs[0].error}",
+                error_kind="api" if api else "parse",
+                cached=cached,
+            )
+        rows = [r.label_logprobs for r in answered if r.label_logprobs is not None]
+        labels = self.task.labels or ()
+        if rows and labels:
+            summed = summed_probabilities(rows)
+            if prompt.ics.aggregation == "confidence":
+                pred = labels[max(range(len(labels)), key=lambda i: summed[i])]
+            else:
+                pred = majority_vote([r.prediction for r in answered], dict(zip(labels, summed, strict=True)))
+        else:
+            pred = majority_vote([r.prediction for r in answered])
+        assert pred is not None
+        return ExampleRecord(
+            example_id=ex.id,
+            prediction=pred,
+            score=self.task.metric(pred, ex),
+            raw=raw,
+            label_logprobs=tuple(aggregate_vector(rows)) if rows else None,
+            cached=cached,
         )
 
     def _record_scored(

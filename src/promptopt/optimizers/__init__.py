@@ -14,8 +14,10 @@ from promptopt.optimizers.base import (
 )
 from promptopt.optimizers.baseline import BaselineOptimizer
 from promptopt.optimizers.feedback import FeedbackConfig, FeedbackOptimizer
+from promptopt.optimizers.ics import ICSConfig, ICSOptimizer
 from promptopt.optimizers.opro import OPROConfig, OPROOptimizer
 from promptopt.optimizers.pe2 import PE2Config, PE2Optimizer
+from promptopt.optimizers.structure_search import StructureSearchConfig, StructureSearchOptimizer
 
 __all__ = [
     "OPTIMIZERS",
@@ -27,6 +29,8 @@ __all__ = [
     "EvalRequest",
     "FeedbackConfig",
     "FeedbackOptimizer",
+    "ICSConfig",
+    "ICSOptimizer",
     "OPROConfig",
     "OPROOptimizer",
     "Optimizer",
@@ -35,5 +39,7 @@ __all__ = [
     "PE2Optimizer",
     "RunContext",
     "RunState",
+    "StructureSearchConfig",
+    "StructureSearchOptimizer",
     "register_optimizer",
 ]

@@ -1,0 +1,306 @@
+"""FormatSpread (Sclar et al., ICLR 2024, "Quantifying Language Models' Sensitivity to Spurious Features in
+Prompt Design"): score one prompt under many *plausible formats* and report the interval.
+
+A :class:`Format` rewrites a prompt's Jinja2 template, never its instruction or data. It works on *field
+lines* — a line that is a field name, a colon and a ``{{ expression }}`` (``Review: {{ sentence }}``) or
+nothing (the answer slot, ``Sentiment:``) — and changes
+
+- the separator between a field name and its value (``": "``, ``" - "``, ``":\\n"`` …),
+- the casing of field names (as written, UPPER, lower, Title),
+- the field names themselves (as written, or generic ``Input``/``Input 1``…/``Output``),
+- how consecutive fields of one example are joined (new line, space, ``" | "`` …),
+- the enumeration style of options written ``(A) …`` inside the inputs (``A.``, ``a)``, ``[A]`` …), through
+  Jinja's ``replace`` filter, so an exported template still renders with plain Jinja2. Only offered when
+  the data has such options and the labels are not themselves option markers.
+
+Other lines (the instruction, ``{% for %}`` loops) are left alone. :func:`format_spread` scores a prompt
+under ``n`` sampled formats (the first is the prompt as written) with the shared evaluator, cache and budget.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Literal
+
+from promptopt.candidate import Prompt
+from promptopt.exceptions import ConfigError
+from promptopt.template import PromptTemplate
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from promptopt.budget import BudgetTracker
+    from promptopt.cache import ResponseCache
+    from promptopt.data import Example
+    from promptopt.evaluation import EvalResult, Evaluator, Mode
+    from promptopt.models import Model
+    from promptopt.task import Task
+
+Casing = Literal["original", "upper", "lower", "title"]
+SEPARATORS = (": ", " : ", ":: ", " - ", " = ", ":\n", " -> ", ":  ")
+CASINGS: tuple[Casing, ...] = ("original", "upper", "lower", "title")
+FIELD_JOINS = ("\n", " ", " | ", "; ", "\n\n")
+FIELD_NAMES = ("original", "generic")
+ENUMERATIONS = ("A.", "A)", "a)", "[A]", "1.", "a.")
+_LETTERS = "ABCDEFGH"
+
+_FIELD_LINE = re.compile(r"^(?P<name>[A-Za-z][A-Za-z0-9 _'/()-]{0,40}?)[ \t]*:[ \t]*(?P<value>\{\{.*\}\})?[ \t]*$")
+_EXPR = re.compile(r"^\{\{\s*(?P<var>[A-Za-z_][\w.]*)\s*\}\}$")
+_OPTION = re.compile(r"\([A-H]\) ")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Format:
+    """One way of writing a prompt's fields; ``Format()`` is the template as written."""
+
+    separator: str = ": "
+    casing: Casing = "original"
+    field_join: str = "\n"
+    field_names: Literal["original", "generic"] = "original"
+    enumeration: str | None = None
+    """Style for ``(A) `` option markers in the inputs (``None``: as in the data)."""
+
+    def describe(self) -> str:
+        parts = [f"sep={self.separator!r}", f"join={self.field_join!r}"]
+        if self.casing != "original":
+            parts.append(self.casing)
+        if self.field_names != "original":
+            parts.append("generic names")
+        if self.enumeration:
+            parts.append(f"options {self.enumeration}")
+        return " ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+    def apply(self, template: str) -> str:
+        """``template`` rewritten in this format (same variables, same instruction and loops)."""
+        lines = template.split("\n")
+        fields = [_FIELD_LINE.match(ln) for ln in lines]
+        names = self._names([m for m in fields if m is not None])
+        out: list[str] = []
+        prev_field = False
+        for line, m in zip(lines, fields, strict=True):
+            if m is None:
+                out.append(("\n" if out else "") + line)
+                prev_field = False
+                continue
+            value = m.group("value")
+            name = names[m.group("name")]
+            text = f"{name}{self.separator}{self._value(value)}" if value else f"{name}{self.separator.rstrip(' ')}"
+            out.append(((self.field_join if prev_field else "\n") if out else "") + text)
+            prev_field = True
+        result = "".join(out)
+        before, after = PromptTemplate(template).variables, PromptTemplate(result).variables
+        if before != after:  # pragma: no cover - the rewrite never adds or drops expressions
+            raise ConfigError(f"format {self.describe()} changed the template's variables.", field="format")
+        return result
+
+    def _names(self, matches: Sequence[re.Match[str]]) -> dict[str, str]:
+        originals = list(dict.fromkeys(m.group("name") for m in matches))
+        answer = {m.group("name") for m in matches if not m.group("value") or _is_answer(m.group("value"))}
+        inputs = [n for n in originals if n not in answer]
+        mapping = {}
+        for n in originals:
+            if self.field_names == "generic":
+                new = "Output" if n in answer else ("Input" if len(inputs) == 1 else f"Input {inputs.index(n) + 1}")
+            else:
+                new = n
+            mapping[n] = _case(new, self.casing)
+        return mapping
+
+    def _value(self, value: str) -> str:
+        m = _EXPR.match(value)
+        if self.enumeration is None or m is None or _is_answer(value):
+            return value
+        filters = "".join(f' | replace("({c}) ", "{_marker(self.enumeration, i)} ")' for i, c in enumerate(_LETTERS))
+        return "{{ " + m.group("var") + filters + " }}"
+
+
+def _is_answer(value: str) -> bool:
+    m = _EXPR.match(value)
+    return m is not None and (m.group("var") == "answer" or m.group("var").endswith(".answer"))
+
+
+def _case(name: str, casing: Casing) -> str:
+    return {"original": name, "upper": name.upper(), "lower": name.lower(), "title": name.title()}[casing]
+
+
+def _marker(style: str, i: int) -> str:
+    """The ``i``-th option marker in ``style`` (written for the first option: ``A.``, ``a)``, ``1.`` …)."""
+    first = next(ch for ch in style if ch.isalnum())
+    sym = str(i + 1) if first == "1" else (_LETTERS[i].lower() if first == "a" else _LETTERS[i])
+    return style.replace(first, sym, 1)
+
+
+def has_options(task: Task) -> bool:
+    """Whether enumeration styles apply: inputs list ``(A) …`` options and labels are not such markers."""
+    labels = task.labels or ()
+    if any(re.fullmatch(r"\(?[A-Ha-h][).]?", lab) for lab in labels):
+        return False
+    return any(_OPTION.search(str(v)) for ex in task.train for v in ex.inputs.values())
+
+
+def sample_formats(n: int, *, seed: int = 0, enumeration: bool = False) -> list[Format]:
+    """``n`` distinct formats; the first is the template as written, the rest are drawn with ``seed``."""
+    if n < 1:
+        raise ConfigError(f"must be >= 1, got {n}.", field="n_formats")
+    rng = random.Random(seed)
+    out = [Format()]
+    seen = {Format()}
+    enums: tuple[str | None, ...] = (None, *ENUMERATIONS) if enumeration else (None,)
+    for _ in range(1000 * n):
+        if len(out) == n:
+            break
+        f = Format(
+            separator=rng.choice(SEPARATORS),
+            casing=rng.choice(CASINGS),
+            field_join=rng.choice(FIELD_JOINS),
+            field_names=rng.choice(FIELD_NAMES),  # type: ignore[arg-type]
+            enumeration=rng.choice(enums),
+        )
+        if f not in seen:
+            seen.add(f)
+            out.append(f)
+    return out
+
+
+def apply_format(prompt: Prompt, fmt: Format) -> Prompt:
+    """``prompt`` written in ``fmt`` (a new candidate; the original when ``fmt`` is ``Format()``)."""
+    if fmt == Format():
+        return prompt
+    return replace(
+        prompt,
+        template=fmt.apply(prompt.template),
+        parents=(prompt.id,),
+        origin="format",
+        meta={**prompt.meta, "format": fmt.describe()},
+    )
+
+
+@dataclass(frozen=True)
+class SpreadResult:
+    """Scores of one prompt under several formats (``results[0]`` is the prompt as written)."""
+
+    prompt_id: str
+    formats: tuple[Format, ...]
+    results: tuple[EvalResult, ...]
+
+    @property
+    def means(self) -> list[float]:
+        return [r.mean for r in self.results]
+
+    @property
+    def min(self) -> float:
+        return min(self.means)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.means)
+
+    @property
+    def max(self) -> float:
+        return max(self.means)
+
+    @property
+    def spread(self) -> float:
+        return self.max - self.min
+
+    def summary(self) -> dict[str, Any]:
+        r0 = self.results[0]
+        return {
+            "prompt_id": self.prompt_id,
+            "split": r0.split,
+            "n": r0.n,
+            "metric": r0.metric,
+            "n_formats": len(self.formats),
+            "original": r0.mean,
+            "min": self.min,
+            "median": self.median,
+            "max": self.max,
+            "spread": self.spread,
+            "formats": [
+                {"format": f.describe(), **f.to_dict(), "mean": r.mean, "ci": list(r.ci)}
+                for f, r in zip(self.formats, self.results, strict=True)
+            ],
+        }
+
+    def format(self) -> str:
+        r0 = self.results[0]
+        return (
+            f"{r0.metric} over {len(self.formats)} formats on {r0.split} (n={r0.n}): "
+            f"min {self.min:.3f} · median {self.median:.3f} · max {self.max:.3f} "
+            f"(spread {self.spread:.3f}; as written {r0.mean:.3f})"
+        )
+
+
+def format_spread(
+    evaluator: Evaluator,
+    prompt: Prompt,
+    *,
+    n_formats: int = 10,
+    seed: int = 0,
+    examples: Sequence[Example] | None = None,
+    split: str = "test",
+) -> SpreadResult:
+    """Score ``prompt`` under ``n_formats`` formats (see :func:`sample_formats`) on ``examples`` of ``split``."""
+    formats = sample_formats(n_formats, seed=seed, enumeration=has_options(evaluator.task))
+    results = tuple(evaluator.evaluate(apply_format(prompt, f), examples, split=split) for f in formats)
+    return SpreadResult(prompt_id=prompt.id, formats=tuple(formats), results=results)
+
+
+def robust_score(means: Sequence[float], objective: str) -> float:
+    """The ``robust`` objective over per-format scores: their ``mean``, the ``worst`` (min), or for ``none``
+    the first (the prompt as written)."""
+    if objective == "none":
+        return means[0]
+    if objective == "mean":
+        return statistics.fmean(means)
+    if objective == "worst":
+        return min(means)
+    raise ConfigError(f"unknown robust objective {objective!r}; use mean or worst.", field="robust")
+
+
+def format_variants(prompt: Prompt, task: Task, n: int, *, seed: int = 0) -> list[Prompt]:
+    """``prompt`` in ``n`` formats (the first as written), for the ``robust`` objective of optimizers."""
+    return [apply_format(prompt, f) for f in sample_formats(n, seed=seed, enumeration=has_options(task))]
+
+
+def spread(
+    task: Task | str,
+    model: Model | str = "smollm2",
+    prompt: Prompt | None = None,
+    *,
+    n_formats: int = 10,
+    seed: int = 0,
+    split: str = "test",
+    limit: int | None = None,
+    cache: ResponseCache | str | Path | bool = True,
+    batch_size: int = 32,
+    mode: Mode = "auto",
+    tracker: BudgetTracker | None = None,
+) -> SpreadResult:
+    """FormatSpread interval of ``prompt`` (default: the task's seed prompt) on the first ``limit`` examples
+    of ``split`` — the API behind ``promptopt spread``."""
+    from promptopt.budget import BudgetTracker
+    from promptopt.client import ModelClient
+    from promptopt.evaluation import Evaluator
+    from promptopt.models import get_model
+    from promptopt.runner import open_cache
+    from promptopt.taskfile import load_task
+
+    task_obj = load_task(task) if isinstance(task, str) else task
+    if split not in task_obj.splits:
+        raise ConfigError(f"unknown split {split!r}; use one of {sorted(task_obj.splits)}.", field="split")
+    examples = task_obj.splits[split][:limit] if limit else task_obj.splits[split]
+    client = ModelClient(
+        get_model(model), cache=open_cache(cache), budget=tracker or BudgetTracker(), batch_size=batch_size
+    )
+    evaluator = Evaluator(task_obj, client, mode=mode)
+    return format_spread(
+        evaluator, prompt or task_obj.seed_prompt(), n_formats=n_formats, seed=seed, examples=examples, split=split
+    )

@@ -1,0 +1,270 @@
+"""In-Context Sampling (Yao et al., NAACL Findings 2024, "More Samples or More Prompts?").
+
+Instead of one in-context-learning prompt, query K prompts that differ only in their demos and
+aggregate the K answers. A :class:`~promptopt.candidate.Prompt` carries the plan as its ``ics`` field
+(an :class:`InContextSampling`); the evaluator expands it into K sub-prompts per example, sends them in
+one batch through the shared cache and budget (K calls per example), and aggregates:
+
+- ``vote`` — majority of the K answers; ties go to the higher summed label probability in score mode and
+  to the earliest sub-prompt in generation mode. Sub-prompts that failed or were unparsable abstain.
+- ``confidence`` — sum over sub-prompts of each label's probability (log-probs softmax-normalised over
+  the label set per sub-prompt); needs label scoring.
+
+Demo sampling strategies (``shots`` demos per sub-prompt, drawn from a pool, usually the train split):
+
+- ``random`` — K disjoint random subsets while the pool allows (then independent draws).
+- ``diverse`` — label-balanced farthest-point sampling in embedding space: each set cycles through the
+  labels and takes, within the needed label, the pool item farthest from the set so far; later sets
+  prefer items no earlier set used. Covers the space and the labels.
+- ``similar`` — per query: the ``K * shots`` nearest pool items (cosine), dealt round-robin so set j
+  gets ranks j, j+K, …; within a set the most similar demo comes last (next to the query).
+
+``random`` and ``diverse`` fix the demo sets when the prompt is built (:func:`make_ics_prompt`), so the
+prompt exports as K literal demo sets. ``similar`` stores the pool and the embedder and picks per query.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Literal
+
+from promptopt.data import Example
+from promptopt.embeddings import Embedder, Vector, dot, get_embedder
+from promptopt.exceptions import ConfigError
+from promptopt.metrics import normalize
+
+if TYPE_CHECKING:
+    from promptopt.candidate import Prompt
+
+Strategy = Literal["random", "similar", "diverse"]
+Aggregation = Literal["vote", "confidence"]
+STRATEGIES: tuple[str, ...] = ("random", "similar", "diverse")
+AGGREGATIONS: tuple[str, ...] = ("vote", "confidence")
+
+
+@dataclass(frozen=True, kw_only=True)
+class InContextSampling:
+    """K demo sets and an aggregation rule (see the module docstring).
+
+    ``temperature`` > 0 samples each sub-prompt's generation (sample index j+1), which with K identical
+    demo sets is self-consistency ("more samples" of one prompt); label scoring ignores it.
+    """
+
+    k: int
+    shots: int
+    strategy: Strategy = "random"
+    aggregation: Aggregation = "vote"
+    demo_sets: tuple[tuple[Example, ...], ...] = ()
+    """The K fixed sets (``random``/``diverse``)."""
+    pool: tuple[Example, ...] = ()
+    """Where ``similar`` picks demos per query."""
+    embedder: str = "auto"
+    temperature: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "demo_sets", tuple(tuple(s) for s in self.demo_sets))
+        object.__setattr__(self, "pool", tuple(self.pool))
+        if self.k < 1 or self.shots < 0:
+            raise ConfigError(f"need k >= 1 and shots >= 0, got k={self.k}, shots={self.shots}.", field="ics")
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"unknown strategy {self.strategy!r}; use {', '.join(STRATEGIES)}.", field="strategy")
+        if self.aggregation not in AGGREGATIONS:
+            raise ConfigError(
+                f"unknown aggregation {self.aggregation!r}; use {', '.join(AGGREGATIONS)}.", field="aggregation"
+            )
+        if self.strategy == "similar":
+            if not self.pool:
+                raise ConfigError("strategy 'similar' needs a pool of demos to pick from.", field="pool")
+        elif len(self.demo_sets) != self.k:
+            raise ConfigError(f"expected {self.k} demo sets, got {len(self.demo_sets)}.", field="demo_sets")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "k": self.k,
+            "shots": self.shots,
+            "strategy": self.strategy,
+            "aggregation": self.aggregation,
+            "demo_sets": [[d.to_dict() for d in s] for s in self.demo_sets],
+            "pool": [d.to_dict() for d in self.pool],
+            "embedder": self.embedder,
+            "temperature": self.temperature,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> InContextSampling:
+        return cls(
+            **{
+                **d,
+                "demo_sets": tuple(tuple(Example.from_dict(x) for x in s) for s in d.get("demo_sets", ())),
+                "pool": tuple(Example.from_dict(x) for x in d.get("pool", ())),
+            }
+        )
+
+    def describe(self) -> str:
+        return f"ICS K={self.k} × {self.shots} demos, {self.strategy}, {self.aggregation}"
+
+    def sets_for(self, queries: Sequence[Example]) -> list[tuple[tuple[Example, ...], ...]]:
+        """The K demo sets each query is asked with."""
+        if self.strategy != "similar":
+            return [self.demo_sets] * len(queries)
+        return similar_sets(self.pool, queries, k=self.k, shots=self.shots, embedder=get_embedder(self.embedder))
+
+
+def example_text(ex: Example) -> str:
+    """What is embedded for an example: its input values, in field order."""
+    return " ".join(str(v) for v in ex.inputs.values())
+
+
+# -- strategies ----------------------------------------------------------------------------------------------
+def random_sets(pool: Sequence[Example], *, k: int, shots: int, rng: random.Random) -> tuple[tuple[Example, ...], ...]:
+    """K random sets of ``shots``; disjoint while the pool has ``k * shots`` items."""
+    _check_pool(pool, shots)
+    if len(pool) >= k * shots:
+        order = rng.sample(list(pool), k * shots)
+        return tuple(tuple(order[j * shots : (j + 1) * shots]) for j in range(k))
+    return tuple(tuple(rng.sample(list(pool), shots)) for _ in range(k))
+
+
+def diverse_sets(
+    pool: Sequence[Example], *, k: int, shots: int, rng: random.Random, embedder: Embedder
+) -> tuple[tuple[Example, ...], ...]:
+    """Label-balanced farthest-point sets (see the module docstring)."""
+    _check_pool(pool, shots)
+    items = list(pool)
+    vecs = dict(
+        zip(
+            (ex.id for ex in items),
+            embedder.fit([example_text(e) for e in items]).embed([example_text(e) for e in items]),
+            strict=True,
+        )
+    )
+    labels = list(dict.fromkeys(ex.answer for ex in items))
+    used: set[str] = set()
+    sets = []
+    for _ in range(k):
+        chosen: list[Example] = []
+        while len(chosen) < shots:
+            counts = Counter(ex.answer for ex in chosen)
+            need = min(labels, key=lambda lab: (counts[lab], labels.index(lab)))
+            free = [ex for ex in items if ex not in chosen]
+            fresh = [ex for ex in free if ex.id not in used] or free
+            cands = [ex for ex in fresh if ex.answer == need] or fresh
+            if not chosen:
+                pick = rng.choice(cands)
+            else:
+                rng.shuffle(cands)  # random tie-break among equally far items
+                pick = max(cands, key=lambda ex: min(1.0 - dot(vecs[ex.id], vecs[c.id]) for c in chosen))
+            chosen.append(pick)
+        used.update(ex.id for ex in chosen)
+        sets.append(tuple(chosen))
+    return tuple(sets)
+
+
+def similar_sets(
+    pool: Sequence[Example], queries: Sequence[Example], *, k: int, shots: int, embedder: Embedder
+) -> list[tuple[tuple[Example, ...], ...]]:
+    """Per query, the ``k * shots`` nearest pool items dealt round-robin into K sets, nearest last."""
+    _check_pool(pool, shots)
+    items = list(pool)
+    fitted = embedder.fit([example_text(e) for e in items])
+    pool_vecs = fitted.embed([example_text(e) for e in items])
+    query_vecs = fitted.embed([example_text(q) for q in queries])
+    out = []
+    for q, qv in zip(queries, query_vecs, strict=True):
+        ranked = sorted((i for i, ex in enumerate(items) if ex.id != q.id), key=lambda i: (-dot(qv, pool_vecs[i]), i))
+        top = ranked[: k * shots]
+        sets = []
+        for j in range(k):
+            mine = top[j::k] if len(top) >= k * shots else ranked[j : j + shots]
+            sets.append(tuple(items[i] for i in reversed(mine[:shots])))
+        out.append(tuple(sets))
+    return out
+
+
+def _check_pool(pool: Sequence[Example], shots: int) -> None:
+    if len(pool) < shots:
+        raise ConfigError(f"the demo pool has {len(pool)} examples, fewer than shots={shots}.", field="shots")
+
+
+def make_ics_prompt(
+    prompt: Prompt,
+    pool: Sequence[Example],
+    *,
+    k: int,
+    shots: int,
+    strategy: Strategy = "random",
+    aggregation: Aggregation = "vote",
+    seed: int = 0,
+    embedder: str = "auto",
+    temperature: float = 0.0,
+) -> Prompt:
+    """``prompt`` (its instruction, template and system message) as an ICS prompt over ``pool``.
+
+    K = 1 with a fixed strategy (``random``/``diverse``) gives a plain few-shot prompt (``demos`` set, no
+    ``ics``): one prompt with one demo set is ordinary in-context learning.
+
+    >>> from promptopt.testing import make_toy_task
+    >>> task = make_toy_task()
+    >>> p = make_ics_prompt(task.seed_prompt(), task.train, k=3, shots=2)
+    >>> p.ics.describe(), len(p.ics.demo_sets)
+    ('ICS K=3 × 2 demos, random, vote', 3)
+    """
+    rng = random.Random(seed)
+    sets: tuple[tuple[Example, ...], ...] = ()
+    if strategy == "random":
+        sets = random_sets(pool, k=k, shots=shots, rng=rng)
+    elif strategy == "diverse":
+        sets = diverse_sets(pool, k=k, shots=shots, rng=rng, embedder=get_embedder(embedder))
+    ics = InContextSampling(
+        k=k,
+        shots=shots,
+        strategy=strategy,
+        aggregation=aggregation,
+        demo_sets=sets,
+        pool=tuple(pool) if strategy == "similar" else (),
+        embedder=embedder,
+        temperature=temperature,
+    )
+    meta = {"ics": ics.describe()}
+    if k == 1 and strategy != "similar":
+        return replace(prompt, demos=sets[0], ics=None, parents=(prompt.id,), origin="ics", meta=meta)
+    return replace(prompt, demos=(), ics=ics, parents=(prompt.id,), origin="ics", meta=meta)
+
+
+# -- aggregation ---------------------------------------------------------------------------------------------
+def label_probabilities(logprobs: Sequence[float]) -> list[float]:
+    """Softmax over the label set."""
+    top = max(logprobs)
+    exps = [math.exp(x - top) for x in logprobs]
+    total = sum(exps)
+    return [e / total for e in exps]
+
+
+def summed_probabilities(rows: Sequence[Sequence[float]]) -> list[float]:
+    """Per label, the sum over sub-prompts of its normalised probability."""
+    probs = [label_probabilities(r) for r in rows]
+    return [sum(p[i] for p in probs) for i in range(len(probs[0]))]
+
+
+def majority_vote(predictions: Sequence[str | None], tie_break: Mapping[str, float] | None = None) -> str | None:
+    """The most common prediction (``None`` abstains; compared after normalisation). Ties go to the higher
+    ``tie_break`` score, then to the earliest prediction."""
+    groups: dict[str, list[int]] = {}
+    for i, p in enumerate(predictions):
+        if p is not None:
+            groups.setdefault(normalize(p), []).append(i)
+    if not groups:
+        return None
+    tb = tie_break or {}
+    best = max(groups.values(), key=lambda idx: (len(idx), tb.get(predictions[idx[0]] or "", 0.0), -idx[0]))
+    return predictions[best[0]]
+
+
+def aggregate_vector(rows: Sequence[Vector]) -> Vector:
+    """log of the mean label probability over sub-prompts (the ensemble's label distribution)."""
+    summed = summed_probabilities(rows)
+    return [math.log(s / len(rows)) if s > 0 else float("-inf") for s in summed]

@@ -1,0 +1,127 @@
+"""``ics``: In-Context Sampling search (Yao et al., 2024) over K × shots × strategy × aggregation.
+
+Every combination of the configured ``ks``, ``shots``, ``strategies`` and ``aggregations`` becomes an ICS
+prompt around the seed instruction (:func:`promptopt.ics.make_ics_prompt`, demos from the train split;
+K = 1 is a plain in-context-learning prompt). All are screened on one dev minibatch, cheapest (smallest
+K × shots) first so a tight budget still screens the cheap ones; the ``top_k`` go on to the full dev split.
+``vote`` and ``confidence`` over the same demo sets share their model calls through the cache.
+
+With ``robust`` = ``mean`` or ``worst`` a candidate's screening score is the mean or the minimum over
+``n_robust_formats`` FormatSpread formats (:mod:`promptopt.formats`) instead of its score as written.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from promptopt.candidate import Prompt
+from promptopt.exceptions import ConfigError
+from promptopt.formats import format_variants, robust_score
+from promptopt.ics import AGGREGATIONS, STRATEGIES, make_ics_prompt
+from promptopt.optimizers.base import EvalRequest, Optimizer, OptimizerConfig, RunContext, RunState, register_optimizer
+
+if TYPE_CHECKING:
+    from promptopt.history import TrialRecord
+
+Robust = Literal["none", "mean", "worst"]
+
+
+def check_choices(values: Sequence[str], allowed: Sequence[str], name: str) -> None:
+    bad = [v for v in values if v not in allowed]
+    if bad or not values:
+        raise ConfigError(f"choose from {list(allowed)}, got {list(values)}.", field=name)
+
+
+class TupleSettingsMixin:
+    """For configs with tuple fields: ``to_config`` gives JSON values (lists), as config.json stores them, so
+    a resumed run's settings compare equal to the saved ones."""
+
+    def to_config(self) -> dict[str, Any]:
+        return json.loads(json.dumps(super().to_config()))  # type: ignore[misc]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ICSConfig(OptimizerConfig):
+    ks: tuple[int, ...] = field(default=(1, 3, 5), metadata={"help": "numbers of sub-prompts K to try"})
+    shots: tuple[int, ...] = field(default=(2, 4), metadata={"help": "demos per sub-prompt to try"})
+    strategies: tuple[str, ...] = field(default=STRATEGIES, metadata={"help": "random, similar, diverse"})
+    aggregations: tuple[str, ...] = field(default=AGGREGATIONS, metadata={"help": "vote, confidence"})
+    embedder: str = field(default="auto", metadata={"help": "auto, minilm or tfidf (similar/diverse)"})
+    minibatch_size: int = field(default=20, metadata={"min": 1, "help": "dev examples for screening"})
+    top_k: int = field(default=3, metadata={"min": 1, "help": "candidates promoted to the full dev split"})
+    robust: Robust = field(default="none", metadata={"help": "none, or mean/worst over formats"})
+    n_robust_formats: int = field(default=4, metadata={"min": 2, "help": "formats for the robust objective"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("ks", "shots", "strategies", "aggregations"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if not self.ks or min(self.ks) < 1 or not self.shots or min(self.shots) < 1:
+            raise ConfigError(f"ks and shots must be non-empty and >= 1, got {self.ks} and {self.shots}.", field="ks")
+        check_choices(self.strategies, STRATEGIES, "strategies")
+        check_choices(self.aggregations, AGGREGATIONS, "aggregations")
+        check_choices([self.robust], ("none", "mean", "worst"), "robust")
+
+
+@register_optimizer("ics")
+class ICSOptimizer(TupleSettingsMixin, Optimizer):
+    """In-Context Sampling: K prompts with different demo subsets, aggregated; searches K × shots × strategy."""
+
+    Config = ICSConfig
+    config: ICSConfig
+
+    def setup(self, ctx: RunContext) -> None:
+        super().setup(ctx)
+        c = self.config
+        dev = list(ctx.task.dev)
+        self.minibatch = tuple(ctx.rng.sample(dev, c.minibatch_size)) if len(dev) > c.minibatch_size else tuple(dev)
+        aggregations = [a for a in c.aggregations if a == "vote" or ctx.evaluator.resolved_mode == "score"]
+        if not aggregations:
+            raise ConfigError("aggregation 'confidence' needs label scoring; add 'vote'.", field="aggregations")
+        seed_prompt = ctx.task.seed_prompt()
+        combos = sorted(itertools.product(c.ks, c.shots, c.strategies, aggregations), key=lambda x: (x[0] * x[1], x[0]))
+        self.candidates: list[Prompt] = []
+        seen: set[str] = set()
+        for k, shots, strategy, aggregation in combos:
+            if k == 1 and aggregation != aggregations[0]:
+                continue  # one sub-prompt: nothing to aggregate
+            p = make_ics_prompt(
+                seed_prompt,
+                ctx.task.train,
+                k=k,
+                shots=min(shots, len(ctx.task.train)),
+                strategy=strategy,  # type: ignore[arg-type]
+                aggregation=aggregation,  # type: ignore[arg-type]
+                seed=ctx.seed,
+                embedder=c.embedder,
+            )
+            if p.id not in seen:
+                seen.add(p.id)
+                self.candidates.append(p)
+        self.variants = {
+            p.id: format_variants(p, ctx.task, c.n_robust_formats, seed=ctx.seed) if c.robust != "none" else [p]
+            for p in self.candidates
+        }
+        self.scores: dict[str, float] = {}
+        self.phase: Literal["screen", "promote", "done"] = "screen"
+
+    def propose(self, state: RunState) -> Sequence[Prompt | EvalRequest]:
+        if self.phase == "screen":
+            self.phase = "promote"
+            return [EvalRequest(v, self.minibatch) for p in self.candidates for v in self.variants[p.id]]
+        if self.phase == "promote":
+            self.phase = "done"
+            ranked = sorted(self.candidates, key=lambda p: -self.scores.get(p.id, float("-inf")))
+            return ranked[: self.config.top_k]
+        return []
+
+    def observe(self, state: RunState, records: Sequence[TrialRecord]) -> None:
+        by_id = {r.prompt.id: r.mean for r in records if not r.full and r.status == "complete"}
+        for p in self.candidates:
+            means = [by_id[v.id] for v in self.variants[p.id] if v.id in by_id]
+            if len(means) == len(self.variants[p.id]):
+                self.scores[p.id] = robust_score(means, self.config.robust)

@@ -1,0 +1,146 @@
+"""structure_search: Optuna TPE over prompt structure — finds the toy optimum, resumes after a kill, shares
+one study between workers, robust objective."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import promptopt
+from promptopt.presets import load_optimizer
+from promptopt.testing import TOY_BEST_INSTRUCTION, TOY_PARTIAL_INSTRUCTION, make_toy_task, toy_model
+
+optuna = pytest.importorskip("optuna")
+
+PROPOSALS = [TOY_PARTIAL_INSTRUCTION, TOY_BEST_INSTRUCTION, "Say the word."]
+
+
+def search(**overrides):
+    settings = {"n_trials": 16, "minibatch_size": 6, "full_eval_every": 4, "n_instructions": 3, "shots": [0, 2]}
+    return load_optimizer("structure_search", **{**settings, **overrides})
+
+
+def trials(storage: str, name: str = "promptopt-toy-seed0") -> list:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+
+
+def test_finds_the_known_optimum_and_stores_the_study(tmp_run_dir):
+    task = make_toy_task()
+    result = promptopt.optimize(task, search(), toy_model(PROPOSALS), run_dir=tmp_run_dir, cache=False)
+    assert result.best_dev["mean"] == 1.0
+    assert "reverse" in result.best_prompt.instruction.lower()
+    done = trials(f"sqlite:///{tmp_run_dir / 'optuna.sqlite'}")
+    assert len(done) == 16 and all(t.state == optuna.trial.TrialState.COMPLETE for t in done)
+    assert {p["instruction"] for p in (t.params for t in done)} <= {0, 1, 2, 3}
+
+
+def test_same_seed_same_trials():
+    task = make_toy_task()
+    a = promptopt.optimize(task, search(), toy_model(PROPOSALS), cache=False, evaluate_test=False)
+    b = promptopt.optimize(task, search(), toy_model(PROPOSALS), cache=False, evaluate_test=False)
+    assert a.best_prompt.id == b.best_prompt.id and a.n_trials == b.n_trials
+
+
+def test_two_workers_share_one_study(tmp_path):
+    task = make_toy_task()
+    storage = f"sqlite:///{tmp_path / 'shared.sqlite'}"
+    opt = search(n_trials=12, storage=storage, study_name="shared")
+    promptopt.optimize(task, opt, toy_model(PROPOSALS), run_dir=tmp_path / "w1", cache=False, evaluate_test=False,
+                       budget=promptopt.Budget(max_calls=12 + 5 * 6 + 3))  # fmt: skip
+    first = [t for t in trials(storage, "shared") if t.state == optuna.trial.TrialState.COMPLETE]
+    assert 0 < len(first) < 12
+    promptopt.optimize(task, opt, toy_model(PROPOSALS), run_dir=tmp_path / "w2", cache=False, evaluate_test=False)
+    done = trials(storage, "shared")
+    complete = [t for t in done if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 12  # the second worker only ran what was left
+    workers = {t.user_attrs["worker"] for t in complete}
+    assert workers == {str((tmp_path / "w1").resolve()), str((tmp_path / "w2").resolve())}
+
+
+def test_robust_objective_scores_each_trial_over_formats(tmp_run_dir):
+    task = make_toy_task()
+    opt = search(n_trials=6, robust="worst", n_robust_formats=3)
+    result = promptopt.optimize(task, opt, toy_model(PROPOSALS), run_dir=tmp_run_dir, cache=False)
+    minibatch = [r for r in promptopt.history.History.load(tmp_run_dir / "history.jsonl") if not r.full]
+    assert len(minibatch) == 6 * 3  # every trial: the candidate under 3 formats
+    done = trials(f"sqlite:///{tmp_run_dir / 'optuna.sqlite'}")
+    for t, i in zip(done, range(0, 18, 3), strict=True):
+        assert t.value == min(r.mean for r in minibatch[i : i + 3])
+    assert result.best_dev is not None
+
+
+RUN = textwrap.dedent(
+    """
+    import sys, time
+    import promptopt
+    from promptopt.presets import load_optimizer
+    from promptopt.testing import make_toy_task, rule_model, toy_answer, TOY_SYSTEM
+
+    def slow(user):
+        time.sleep(0.03)
+        return toy_answer(user)
+
+    run_dir, cache, proposals = sys.argv[1], sys.argv[2], sys.argv[3:]
+    model = rule_model(slow, proposals, task_system=TOY_SYSTEM, name="fake:toy")
+    opt = load_optimizer("structure_search", n_trials=14, minibatch_size=6, full_eval_every=4, n_instructions=3,
+                         shots=[0, 2])
+    promptopt.optimize(make_toy_task(), opt, model, run_dir=run_dir, cache=cache, resume=len(sys.argv) > 99)
+    """
+)
+
+
+def test_resumes_after_the_process_is_killed(tmp_path):
+    run_dir, cache = tmp_path / "run", tmp_path / "cache.sqlite"
+    storage = f"sqlite:///{run_dir / 'optuna.sqlite'}"
+    script = tmp_path / "run.py"
+    script.write_text(RUN)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, str(script), str(run_dir), str(cache), *PROPOSALS], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    deadline = time.monotonic() + 120
+    before: list = []
+    while time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        if (run_dir / "optuna.sqlite").is_file():
+            try:
+                before = [t for t in trials(storage) if t.state == optuna.trial.TrialState.COMPLETE]
+            except (KeyError, Exception):  # the study is being created
+                continue
+            if len(before) >= 4:
+                break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode() if proc.stderr else ""
+    before = {t.number: t for t in trials(storage) if t.state == optuna.trial.TrialState.COMPLETE}
+    running = [t for t in trials(storage) if t.state == optuna.trial.TrialState.RUNNING]
+    assert 4 <= len(before) < 14
+
+    from promptopt.testing import TOY_SYSTEM, rule_model, toy_answer
+
+    model = rule_model(toy_answer, PROPOSALS, task_system=TOY_SYSTEM, name="fake:toy")
+    opt = search(n_trials=14, minibatch_size=6, full_eval_every=4, n_instructions=3, shots=[0, 2])
+    result = promptopt.optimize(make_toy_task(), opt, model, run_dir=run_dir, cache=cache, resume=True)
+
+    after = trials(storage)
+    complete = {t.number: t for t in after if t.state == optuna.trial.TrialState.COMPLETE}
+    assert len(complete) == 14  # finished the remaining trials...
+    for number, t in before.items():  # ...without touching the finished ones
+        assert complete[number].params == t.params and complete[number].value == t.value
+    new = [t for n, t in complete.items() if n not in before]
+    assert len(new) == 14 - len(before) and min(t.number for t in new) > max(before)
+    failed = [t for t in after if t.state == optuna.trial.TrialState.FAIL]
+    assert [t.number for t in failed] == [t.number for t in running]  # the interrupted trial...
+    retried = {t.user_attrs.get("retry_of") for t in new}
+    assert {t.number for t in running} <= retried  # ...was queued again with the same parameters
+    # no proposer calls on resume: the instruction candidates come from the study
+    assert all(r.messages[0].content == TOY_SYSTEM for r in model.requests)
+    assert result.best_dev["mean"] >= result.baseline_dev["mean"]
+    assert Path(result.run_dir or "") == run_dir
