@@ -20,7 +20,10 @@ The search space (instruction texts) is stored in the study, so workers and resu
 ``n_trials`` counts trials of the whole study. Several processes (each its own promptopt run, with the same
 ``storage`` and ``study_name``) work on one study. A resumed run (same run directory = same ``worker``)
 fails its own trials left RUNNING by the crash and re-queues their parameters; finished trials are never
-asked again, and leaders it had scored on full dev are re-scored from the response cache.
+asked again, and leaders it had scored on full dev are re-scored from the response cache. A run stopped by
+its budget leaves its last trial RUNNING until that run directory is resumed; there is no heartbeat, so a
+worker that crashes and is never resumed leaves its trial RUNNING (and counted) for the others. The runner
+picks the best prompt among this worker's full-dev evaluations.
 """
 
 from __future__ import annotations
@@ -97,7 +100,11 @@ class StructureSearchOptimizer(TupleSettingsMixin, Optimizer):
         c = self.config
         self.worker = c.worker or (str(ctx.run_dir.resolve()) if ctx.run_dir else f"pid{os.getpid()}-{uuid.uuid4()}")
         url = c.storage or (f"sqlite:///{ctx.run_dir.resolve() / 'optuna.sqlite'}" if ctx.run_dir else None)
-        self.storage = optuna.storages.RDBStorage(url) if url else optuna.storages.InMemoryStorage()
+        # several workers on one SQLite file wait for each other's writes instead of failing at once
+        engine = {"connect_args": {"timeout": 60}} if url and url.startswith("sqlite") else None
+        self.storage = (
+            optuna.storages.RDBStorage(url, engine_kwargs=engine) if url else optuna.storages.InMemoryStorage()
+        )
         sampler = optuna.samplers.TPESampler(seed=ctx.seed, n_startup_trials=c.n_startup_trials)
         self.study = optuna.create_study(
             study_name=c.study_name or f"promptopt-{ctx.task.name}-seed{ctx.seed}",
