@@ -1,7 +1,8 @@
 """Budget accounting shared by every model call of a run: calls, tokens, cost and wall time.
 
-A *call* is one request that reached a model (one generation, or one example's label scoring); cache
-hits are free and counted apart. Limits are hard stops: the call limit is exact (a batch is cut to what
+A *call* is one request that reached a model (one generation, one example's label scoring, or one
+training example's forward and backward pass for a soft prompt, role ``train``); cache hits are free
+and counted apart. Limits are hard stops: the call limit is exact (a batch is cut to what
 is left); token and cost limits stop the run at the first batch that reaches them (they cannot be
 known before a call returns), and the time limit is checked before every batch.
 """
@@ -69,7 +70,7 @@ class Usage:
 
 @dataclass
 class BudgetTracker:
-    """Live usage against a :class:`Budget`, per role (``task``, ``proposer``, ``report``).
+    """Live usage against a :class:`Budget`, per role (``task``, ``proposer``, ``train``, ``report``).
 
     Only roles in ``limited_roles`` count towards the limits; the final held-out evaluation (role
     ``report``) is accounted but never cut short. ``path`` persists usage after every batch so a resumed run
@@ -78,7 +79,7 @@ class BudgetTracker:
 
     budget: Budget = field(default_factory=Budget)
     by_role: dict[str, Usage] = field(default_factory=dict)
-    limited_roles: frozenset[str] = frozenset({"task", "proposer"})
+    limited_roles: frozenset[str] = frozenset({"task", "proposer", "train"})
     path: Path | None = None
     elapsed_before: float = 0.0
     _started: float = field(default_factory=time.monotonic, repr=False)

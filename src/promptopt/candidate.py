@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -19,6 +20,8 @@ from promptopt.template import PromptTemplate
 
 DEFAULT_SYSTEM = "You are a helpful assistant. Follow the instructions and answer concisely."
 EXPORT_FORMAT = 1
+SOFT_PROMPT_WEIGHTS = "adapter_model.safetensors"
+"""The weights file of a soft prompt (a PEFT prompt-tuning adapter directory)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,7 +41,7 @@ class Prompt:
     demos: tuple[Example, ...] = ()
     system: str = DEFAULT_SYSTEM
     soft_prompt: str | None = None
-    """Path of a PEFT prompt-tuning adapter directory, for soft-prompt candidates."""
+    """A PEFT prompt-tuning adapter directory (soft prompt); the id hashes its weights, not its path."""
     ics: InContextSampling | None = None
     """K demo sets and an aggregation rule (then ``demos`` must be empty)."""
     parents: tuple[str, ...] = field(default=(), compare=False)
@@ -59,7 +62,7 @@ class Prompt:
                 "template": self.template,
                 "demos": [d.to_dict() for d in self.demos],
                 "system": self.system,
-                "soft_prompt": self.soft_prompt,
+                "soft_prompt": _soft_prompt_identity(self.soft_prompt),
                 # absent for plain prompts, so their ids are what they were before ICS existed
                 **({"ics": self.ics.to_dict()} if self.ics is not None else {}),
             },
@@ -143,7 +146,7 @@ class Prompt:
             "template": "template.jinja",
             "demos": "demos.json",
             "input_variables": sorted(self.prompt_template.input_variables),
-            "soft_prompt": self.soft_prompt,
+            "soft_prompt": self._export_soft_prompt(out),
             "messages": [
                 {"role": "system", "content": "<system>"},
                 {
@@ -182,6 +185,13 @@ class Prompt:
             }
         }
 
+    def _export_soft_prompt(self, out: Path) -> str | None:
+        """Copy the soft prompt into ``out/soft_prompt`` (a PEFT adapter: ``PeftModel.from_pretrained``)."""
+        if self.soft_prompt is None:
+            return None
+        shutil.copytree(self.soft_prompt, out / "soft_prompt", dirs_exist_ok=True)
+        return "soft_prompt"
+
     @classmethod
     def load(cls, path: str | Path) -> Prompt:
         """A prompt from an export directory, a run directory (its best prompt) or a prompt JSON file."""
@@ -194,7 +204,10 @@ class Prompt:
                     data = json.loads(candidate.read_text(encoding="utf-8"))
                 except json.JSONDecodeError as exc:
                     raise ConfigError(f"not valid JSON ({exc.msg}).", source=str(candidate)) from None
-                return cls.from_dict(data.get("promptopt", data))
+                prompt = cls.from_dict(data.get("promptopt", data))
+                if data.get("soft_prompt") == "soft_prompt":  # an export: use its own copy of the soft prompt
+                    prompt = replace(prompt, soft_prompt=str(candidate.parent / "soft_prompt"))
+                return prompt
         raise ConfigError(
             "no prompt here: give an export directory (manifest.json), a run directory or a prompt .json file.",
             source=str(p),
@@ -227,6 +240,31 @@ prompts and takes the largest. With `demo_pool.json` (strategy `similar`) the K 
 input: embed the inputs with the named embedder, take the K × shots nearest pool items, and deal them
 round-robin into K sets (set j gets ranks j, j+K, …), most similar demo last.
 """
+
+
+def soft_prompt_digest(path: str | Path) -> str:
+    """Digest of a soft-prompt directory's weights (read once per file version)."""
+    file = Path(path) / SOFT_PROMPT_WEIGHTS
+    try:
+        stat = file.stat()
+    except OSError:
+        raise ConfigError(f"no soft prompt here (no {SOFT_PROMPT_WEIGHTS})", source=str(path)) from None
+    return _file_digest(str(file.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+def _soft_prompt_identity(path: str | None) -> str | None:
+    """What a candidate's id hashes: the soft prompt's weights, or its path if they cannot be read."""
+    if path is None:
+        return None
+    try:
+        return "sha256:" + soft_prompt_digest(path)
+    except ConfigError:
+        return path
+
+
+@lru_cache(maxsize=1024)
+def _file_digest(file: str, mtime_ns: int, size: int) -> str:
+    return hashlib.sha256(Path(file).read_bytes()).hexdigest()[:16]
 
 
 @lru_cache(maxsize=512)

@@ -169,6 +169,10 @@ class Evaluator:
     ) -> EvalResult:
         """Score ``prompt`` on ``examples`` (default: the task's ``split``)."""
         client = client or self.client
+        if prompt.soft_prompt is not None:  # the same model with the candidate's virtual tokens
+            from promptopt.models.soft import soft_prompted
+
+            client = soft_prompted(client, prompt.soft_prompt)
         if examples is None:
             examples = self.task.splits[split]
         groups = prompt.render_all(examples)  # per example: 1 sub-prompt, or K for In-Context Sampling

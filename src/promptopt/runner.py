@@ -104,6 +104,12 @@ def optimize(
     model_spec = model if isinstance(model, str) else model.name
     proposer_spec = proposer if isinstance(proposer, str) else (proposer.name if proposer is not None else model_spec)
     model_obj = get_model(model)
+    if opt.needs_trainable_model and not model_obj.capabilities.trainable:
+        raise ConfigError(
+            f"optimizer '{opt.name}' trains in process, and model {model_obj.name!r} cannot be trained. "
+            "Use an in-process Hugging Face model: --model smollm2 or --model hf:<path or hub id>.",
+            field="model",
+        )
     proposer_obj = model_obj if proposer is None or proposer == model else get_model(proposer)
     budget = budget or Budget()
     cache_obj = open_cache(cache)

@@ -17,6 +17,7 @@ from promptopt.optimizers.feedback import FeedbackConfig, FeedbackOptimizer
 from promptopt.optimizers.ics import ICSConfig, ICSOptimizer
 from promptopt.optimizers.opro import OPROConfig, OPROOptimizer
 from promptopt.optimizers.pe2 import PE2Config, PE2Optimizer
+from promptopt.optimizers.soft_prompt import SoftPromptConfig, SoftPromptOptimizer
 from promptopt.optimizers.structure_search import StructureSearchConfig, StructureSearchOptimizer
 
 __all__ = [
@@ -39,6 +40,8 @@ __all__ = [
     "PE2Optimizer",
     "RunContext",
     "RunState",
+    "SoftPromptConfig",
+    "SoftPromptOptimizer",
     "StructureSearchConfig",
     "StructureSearchOptimizer",
     "register_optimizer",

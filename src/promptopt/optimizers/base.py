@@ -98,6 +98,8 @@ class Optimizer:
     """Registry name; defaults to the class name for unregistered subclasses."""
     Config: ClassVar[type[OptimizerConfig]] = OptimizerConfig
     uses_proposer: ClassVar[bool] = False
+    needs_trainable_model: ClassVar[bool] = False
+    """Trains in process (soft prompts): the runner refuses a task model without ``capabilities.trainable``."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
