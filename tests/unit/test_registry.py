@@ -109,7 +109,7 @@ def test_config_round_trip_and_repr():
     again = APEOptimizer.from_config(opt.to_config())
     assert again.config == opt.config
     assert repr(again) == repr(opt)
-    assert repr(opt).startswith("APEOptimizer(n_prompts=6, ")
+    assert repr(opt).startswith("APEOptimizer(race_stages=3, ") and "n_prompts=6, " in repr(opt)
 
 
 def test_optimizer_constructor_overrides_and_type_check():

@@ -3,7 +3,9 @@ Engineers").
 
 1. *Induce*: the proposer sees ``n_demos`` train input→output pairs (a fresh random subset per sample) and
    writes the instruction that would produce them; ``n_prompts`` samples.
-2. *Select*: candidates are scored on a fixed dev minibatch; the ``top_k`` go on to the full dev split.
+2. *Select*: candidates are raced on one dev sample (:mod:`promptopt.racing`: stages of ``minibatch_size``,
+   x ``race_growth``, ...; candidates significantly worse than the leader drop out between stages); the
+   ``top_k`` survivors go on to the full dev split.
 3. *Resample* (``resample_rounds`` > 0): the proposer writes ``n_resample`` paraphrases of each of the
    best full-dev candidates so far (APE's iterative Monte-Carlo search); they are selected the same way.
 """
@@ -15,25 +17,19 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from promptopt.candidate import Prompt
-from promptopt.optimizers.base import (
-    EvalRequest,
-    Optimizer,
-    OptimizerConfig,
-    RunContext,
-    RunState,
-    register_optimizer,
-)
+from promptopt.optimizers.base import EvalRequest, Optimizer, RunContext, RunState, register_optimizer
 from promptopt.optimizers.meta import Proposer, extract_instruction, format_example, render_meta_prompt
+from promptopt.racing import Race, RacingConfig
 
 if TYPE_CHECKING:
     from promptopt.history import TrialRecord
 
 
 @dataclass(frozen=True, kw_only=True)
-class APEConfig(OptimizerConfig):
+class APEConfig(RacingConfig):
     n_prompts: int = field(default=8, metadata={"min": 1, "help": "instructions induced in the first round"})
     n_demos: int = field(default=5, metadata={"min": 1, "help": "train pairs shown per induction"})
-    minibatch_size: int = field(default=20, metadata={"min": 1, "help": "dev examples for the first cut"})
+    minibatch_size: int = field(default=20, metadata={"min": 1, "help": "dev examples in the first race stage"})
     top_k: int = field(default=3, metadata={"min": 1, "help": "candidates promoted to the full dev split"})
     resample_rounds: int = field(default=1, metadata={"min": 0, "help": "paraphrase rounds after induction"})
     n_resample: int = field(default=4, metadata={"min": 1, "help": "paraphrases per promoted candidate"})
@@ -58,19 +54,32 @@ class APEOptimizer(Optimizer):
         c = self.config
         self.proposer = Proposer(ctx.proposer, temperature=c.temperature, max_tokens=c.max_tokens)
         dev = list(ctx.task.dev)
-        self.minibatch = tuple(ctx.rng.sample(dev, c.minibatch_size)) if len(dev) > c.minibatch_size else None
+        self.sizes = c.race_sizes(c.minibatch_size, len(dev))
+        self.minibatch = tuple(ctx.rng.sample(dev, self.sizes[-1])) if self.sizes else None
         self.phase: Phase = "induce"
         self.round = 0
-        self.pool: list[Prompt] = []
-        self.minibatch_scores: dict[str, float] = {}
+        self.race: Race | None = None
+        self.racing: dict[str, int] = {"races": 0, "raced": 0, "dropped": 0, "evaluations": 0, "saved": 0}
+        """Totals over this run's races; ``saved``: evaluations (model calls when uncached) racing avoided."""
 
     def propose(self, state: RunState) -> Sequence[Prompt | EvalRequest]:
         if self.phase == "induce":
             return self._screen(self._induce(state), state)
         if self.phase == "select":
-            ranked = sorted(self.pool, key=lambda p: -self.minibatch_scores.get(p.id, 0.0))
+            assert self.race is not None
+            stage = self.race.requests()
+            if stage:
+                return stage
+            summary = self.race.summary()
+            self.racing["races"] += 1
+            self.racing["raced"] += summary["candidates"]
+            for key in ("dropped", "evaluations", "saved"):
+                self.racing[key] += summary[key]
             self.phase = "resample" if self.round < self.config.resample_rounds else "done"
-            return ranked[: self.config.top_k]
+            promoted = [p for p, _ in self.race.ranking()[: self.config.top_k]]
+            if promoted:
+                return promoted
+            return self.propose(state)  # every candidate lost to its parent: go on with the next phase
         if self.phase == "resample":
             self.round += 1
             best = sorted(state.history.full(), key=lambda r: (-r.mean, r.trial))[: self.config.top_k]
@@ -78,22 +87,30 @@ class APEOptimizer(Optimizer):
         return []
 
     def observe(self, state: RunState, records: Sequence[TrialRecord]) -> None:
-        for r in records:
-            if not r.full and r.result is not None:
-                self.minibatch_scores[r.prompt.id] = r.mean
+        if self.race is not None and self.phase == "select":
+            for r in records:
+                if not r.full:
+                    self.race.record(r.prompt, r.result)
 
     # -- steps ----------------------------------------------------------------------------------
     def _screen(self, candidates: list[Prompt], state: RunState) -> list[Prompt | EvalRequest]:
-        """Score new candidates on the minibatch (or go straight to full dev when dev is small)."""
-        self.pool = candidates
+        """Race new candidates on the dev sample (or go straight to full dev when dev is small); the parents'
+        dev results take part in the race for free."""
         if not candidates:
             self.phase = "done"
             return []
         if self.minibatch is None:
             self.phase = "resample" if self.round < self.config.resample_rounds else "done"
             return list(candidates)
+        parents = {p for c in candidates for p in c.parents}
+        incumbents = {
+            r.prompt.id: {x.example_id: x.score for x in r.result.records}
+            for r in state.history.full()
+            if r.prompt.id in parents and r.result is not None
+        }
+        self.race = Race(candidates, self.minibatch, self.sizes, alpha=self.config.race_alpha, incumbents=incumbents)
         self.phase = "select"
-        return [EvalRequest(p, self.minibatch) for p in candidates]
+        return list(self.race.requests())
 
     def _keep(self, texts: list[str], parent: Prompt, origin: str, state: RunState) -> list[Prompt]:
         seen = {r.prompt.instruction for r in state.history} | {parent.instruction}

@@ -8,9 +8,9 @@ Meta-prompts are Jinja2 files in ``promptopt/optimizers/meta_prompts/`` rendered
 
 The meta-prompt family (``pe2``, ``apo``, ``opro``) shares one search, :class:`BeamSearchOptimizer`:
 beam selection over full-dev scores (:func:`select_beam`), failures from a train batch per parent
-(:func:`sample_failures`), racing of children on a dev minibatch before the full dev split, and the
-optimization history of a prompt's lineage (:func:`lineage`). Each member only writes its meta-prompts
-(:meth:`BeamSearchOptimizer.children`).
+(:func:`sample_failures`), racing of children on growing dev minibatches (:mod:`promptopt.racing`)
+before the full dev split, and the optimization history of a prompt's lineage (:func:`lineage`). Each
+member only writes its meta-prompts (:meth:`BeamSearchOptimizer.children`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from promptopt.client import ModelClient
 from promptopt.data import Example
 from promptopt.exceptions import ConfigError
 from promptopt.models.base import GenerationRequest, Message
-from promptopt.optimizers.base import EvalRequest, Optimizer, OptimizerConfig, RunContext, RunState
+from promptopt.optimizers.base import EvalRequest, Optimizer, RunContext, RunState
+from promptopt.racing import Race, RacingConfig
 from promptopt.template import PromptTemplate, render_string
 
 if TYPE_CHECKING:
@@ -375,13 +376,13 @@ def lineage(record: TrialRecord, history: History, *, limit: int) -> list[Edit]:
 
 
 @dataclass(frozen=True, kw_only=True)
-class SearchConfig(OptimizerConfig):
+class SearchConfig(RacingConfig):
     """Settings of the beam search shared by the meta-prompt family."""
 
     n_steps: int = field(default=4, metadata={"min": 1, "help": "optimization steps; each expands the beam once"})
     beam_size: int = field(default=2, metadata={"min": 1, "help": "best full-dev candidates a step builds on"})
     minibatch_size: int = field(
-        default=10, metadata={"min": 0, "help": "dev examples children are raced on before full dev (0: no race)"}
+        default=10, metadata={"min": 0, "help": "dev examples in the first race stage before full dev (0: no race)"}
     )
     n_promote: int = field(default=2, metadata={"min": 1, "help": "children per step promoted to full dev"})
     min_gain: float | None = field(
@@ -419,11 +420,14 @@ class BeamSearchOptimizer(Optimizer):
     Each step: take the ``beam_size`` best full-dev candidates so far (the seed included: a child never
     replaces its parent unless it scores higher — PE2's back-tracking), optionally run each new parent
     on a train batch to collect failures (``uses_failures``), ask :meth:`children` for new candidates,
-    race them on a fresh dev minibatch and evaluate the ``n_promote`` best on the full dev split. A child
-    is only promoted if it beats its parent by more than ``min_gain`` on the same minibatch (the parent's
-    per-example dev results give that score for free). Stops after ``n_steps`` or when a prompt scores
-    1.0 on dev. Subclasses implement :meth:`children` only; children record the optimization step
-    (``meta["round"]``) and the measured edit size (``meta["edit_words"]``).
+    race them on a fresh dev sample (stages of ``minibatch_size``, x ``race_growth``, ... below the dev
+    size; children significantly worse than the leader — the parents take part for free — are dropped
+    between stages) and evaluate the ``n_promote`` best survivors on the full dev split. A child is only
+    promoted if it beats its parent by more than ``min_gain`` on the race examples (the parent's
+    per-example dev results give that score for free). ``race_stages=1`` races on one fixed minibatch.
+    Stops after ``n_steps`` or when a prompt scores 1.0 on dev. Subclasses implement :meth:`children` only;
+    children record the optimization step (``meta["round"]``) and the measured edit size
+    (``meta["edit_words"]``).
     """
 
     Config = SearchConfig
@@ -444,7 +448,9 @@ class BeamSearchOptimizer(Optimizer):
         self._failure_runs: dict[str, TrialRecord] = {}
         self._children: list[Prompt] = []
         self._minibatch: tuple[Example, ...] = ()
-        self._raced: dict[str, float] = {}
+        self._race: Race | None = None
+        self.racing: dict[str, int] = {"races": 0, "raced": 0, "dropped": 0, "evaluations": 0, "saved": 0}
+        """Totals over this run's races; ``saved``: evaluations (model calls when uncached) racing avoided."""
 
     # -- for subclasses ---------------------------------------------------------------------------
     def children(self, parents: Sequence[TrialRecord], state: RunState) -> list[Prompt]:
@@ -511,14 +517,25 @@ class BeamSearchOptimizer(Optimizer):
                 if not kids:
                     continue
                 dev = list(self.ctx.task.dev)
-                if c.minibatch_size == 0 or len(dev) <= c.minibatch_size:
+                sizes = c.race_sizes(c.minibatch_size, len(dev)) if c.minibatch_size else []
+                if not sizes:
                     self._awaiting = None
                     return kids
-                self._minibatch = tuple(self.ctx.rng.sample(dev, c.minibatch_size))
-                self._children, self._raced = kids, {}
+                self._minibatch = tuple(self.ctx.rng.sample(dev, sizes[-1]))
+                incumbents = {
+                    p.prompt.id: {r.example_id: r.score for r in p.result.records}
+                    for p in self._parents
+                    if p.result is not None
+                }
+                self._children = kids
+                self._race = Race(kids, self._minibatch, sizes, alpha=c.race_alpha, incumbents=incumbents)
                 self._phase, self._awaiting = "promote", "race"
-                return [EvalRequest(k, self._minibatch) for k in kids]
+            assert self._race is not None
+            stage = self._race.requests()
+            if stage:
+                return stage
             self._phase, self._awaiting = "select", None
+            self._count_race(self._race)
             promoted = self._promote(state)
             if promoted:
                 return promoted
@@ -529,8 +546,8 @@ class BeamSearchOptimizer(Optimizer):
                 continue
             if self._awaiting == "failures":
                 self._failure_runs[r.prompt.id] = r
-            elif self._awaiting == "race":
-                self._raced[r.prompt.id] = r.mean
+            elif self._awaiting == "race" and self._race is not None:
+                self._race.record(r.prompt, r.result)
 
     def should_stop(self, state: RunState) -> bool:
         if state.best().mean >= 1.0:
@@ -550,14 +567,30 @@ class BeamSearchOptimizer(Optimizer):
                 out.append(EvalRequest(p.prompt, tuple(self.ctx.rng.sample(train, min(c.failure_pool, len(train))))))
         return out
 
+    def _count_race(self, race: Race) -> None:
+        summary = race.summary()
+        self.racing["races"] += 1
+        self.racing["raced"] += summary["candidates"]
+        for key in ("dropped", "evaluations", "saved"):
+            self.racing[key] += summary[key]
+        logger.info(
+            "race %d: %d of %d children dropped early; %d evaluations saved so far",
+            self.racing["races"],
+            summary["dropped"],
+            summary["candidates"],
+            self.racing["saved"],
+        )
+
     def _promote(self, state: RunState) -> list[Prompt]:
         c = self.config
+        assert self._race is not None
         full = {r.prompt.id: r for r in state.history.full()}
+        raced = dict((p.id, score) for p, score in self._race.ranking())  # survivors (rendered, not dropped)
         ranked: list[tuple[float, int, Prompt]] = []
         for i, kid in enumerate(self._children):
-            if kid.id not in self._raced:
-                continue  # failed to render
-            score = self._raced[kid.id]
+            if kid.id not in raced:
+                continue  # dropped by the race, or failed to render
+            score = raced[kid.id]
             parent = full.get(kid.parents[0]) if kid.parents else None
             base = score_on(parent, self._minibatch) if parent is not None else None
             if c.min_gain is not None and base is not None and score <= base + c.min_gain + 1e-9:
