@@ -203,3 +203,85 @@ def test_importing_promptopt_does_not_import_litellm() -> None:
     code = "import promptopt, sys; assert 'litellm' not in sys.modules"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60)
+
+
+# -- rate limits (token buckets) ----------------------------------------------------------------------------
+class FakeClock:
+    """Simulated time: sleeping advances it."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_token_bucket_paces_to_its_rate() -> None:
+    from promptopt.models.litellm import TokenBucket
+
+    clock = FakeClock()
+    bucket = TokenBucket(60, clock=clock, sleep=clock.sleep)  # 1 per second, holds 1
+    assert bucket.capacity == 1.0
+
+    async def take(n: int) -> None:
+        for _ in range(n):
+            await bucket.acquire()
+
+    asyncio.run(take(5))
+    assert clock.now == pytest.approx(4.0)  # the first at once, then one per second
+    tokens = TokenBucket(600, capacity=100, clock=clock, sleep=clock.sleep)  # 10 tokens/s
+    start = clock.now
+    asyncio.run(tokens.acquire(250))  # more than the capacity: waits for a full bucket, leaves a debt
+    assert clock.now == pytest.approx(start)
+    asyncio.run(tokens.acquire(10))
+    assert clock.now - start == pytest.approx(16.0)  # (150 debt + 10) / 10 per second
+    tokens.adjust(+1000)  # usage came back lower than the estimate: never above the capacity
+    start = clock.now
+    asyncio.run(tokens.acquire(100))
+    assert clock.now == pytest.approx(start)
+
+
+def test_rpm_limit_is_shared_by_instances_of_one_model() -> None:
+    with OpenAIServer() as srv:
+        a = model_for(srv, spec="litellm:openai/rate-limited-model", rpm=600)  # 10 per second, 10 at once
+        b = model_for(srv, spec="litellm:openai/rate-limited-model", rpm=600)
+        assert a._rpm is b._rpm and a._rpm is not None
+        start = time.monotonic()
+        out = a.generate([req(f"q {i}") for i in range(15)]) + b.generate([req(f"r {i}") for i in range(15)])
+        elapsed = time.monotonic() - start
+    assert all(c.error is None for c in out)
+    assert elapsed >= 1.5  # 30 requests: 10 at once, then 20 more at 10 per second (lower bound only)
+
+
+def test_tpm_limit_corrects_its_estimate_with_reported_usage(monkeypatch: pytest.MonkeyPatch) -> None:
+    with OpenAIServer() as srv:
+        model = model_for(srv, spec="litellm:openai/tpm-model", tpm=6000)
+        assert model._tpm is not None and model._tpm.capacity == 100
+        taken, returned = [], []
+        acquire, adjust = model._tpm.acquire, model._tpm.adjust
+
+        async def spy_acquire(amount: float = 1.0) -> None:
+            taken.append(amount)
+            await acquire(amount)
+
+        def spy_adjust(amount: float) -> None:
+            returned.append(amount)
+            adjust(amount)
+
+        monkeypatch.setattr(model._tpm, "acquire", spy_acquire)
+        monkeypatch.setattr(model._tpm, "adjust", spy_adjust)
+        (out,) = model.generate([req("hello there", max_tokens=50)])
+    assert out.error is None
+    used = out.prompt_tokens + out.completion_tokens
+    assert taken == [len("hello there") // 4 + 50]  # the estimate is charged before sending
+    assert returned == [taken[0] - used] and used > 0  # and corrected with the reported usage
+
+
+def test_bad_rate_limits() -> None:
+    with pytest.raises(ConfigError, match="rpm"):
+        LiteLLMModel("openai/x", api_key="k", rpm=0)
+    with pytest.raises(ConfigError, match="tpm"):
+        LiteLLMModel("openai/x", api_key="k", tpm=-5)

@@ -4,6 +4,12 @@ Batches run concurrently on one background asyncio loop shared by all instances 
 works when the caller already runs an event loop, e.g. in Jupyter, and litellm's clients are reused).
 Rate limits, server errors, timeouts and connection errors are retried with exponential backoff and
 jitter; a request that still fails comes back as a :class:`Completion` with ``error`` set.
+
+``rpm`` / ``tpm`` pace requests with token buckets shared by every instance for the same model and
+endpoint (so two clients of one model cannot together exceed its limit): each bucket holds one second's
+worth of its rate, so requests go out smoothly instead of in bursts that the provider would answer with
+429s. A request's tokens are estimated before it is sent (prompt characters / 4 + ``max_tokens``) and
+corrected with the usage the provider reports.
 """
 
 from __future__ import annotations
@@ -14,7 +20,8 @@ import logging
 import os
 import random
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -59,12 +66,76 @@ def _background_loop() -> asyncio.AbstractEventLoop:
 
 def _forget_loop() -> None:
     """In a forked child the loop's thread does not exist: start a new one when needed."""
-    global _loop, _loop_lock
+    global _loop, _loop_lock, _buckets_lock
     _loop, _loop_lock = None, threading.Lock()
+    _buckets_lock = threading.Lock()
+    _buckets.clear()  # their asyncio locks belonged to the parent's loop
 
 
 if hasattr(os, "register_at_fork"):  # not on Windows
     os.register_at_fork(after_in_child=_forget_loop)
+
+
+class TokenBucket:
+    """Async token bucket: ``rate_per_minute`` tokens per minute, holding at most ``capacity`` (default: one
+    second's worth, at least 1). Waiters are served in arrival order; a request for more than the capacity
+    waits for a full bucket and leaves it in debt."""
+
+    def __init__(
+        self,
+        rate_per_minute: float,
+        *,
+        capacity: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        if rate_per_minute <= 0:
+            raise ValueError(f"rate must be > 0 per minute, got {rate_per_minute}")
+        self.rate = rate_per_minute / 60.0  # per second
+        self.capacity = capacity if capacity is not None else max(1.0, self.rate)
+        self._clock, self._sleep = clock, sleep
+        self._tokens = self.capacity
+        self._stamp = clock()
+        self._lock: asyncio.Lock | None = None
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+
+    async def acquire(self, amount: float = 1.0) -> None:
+        """Wait until ``amount`` tokens are available and take them."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            need = min(amount, self.capacity)
+            self._refill()
+            while self._tokens < need:
+                await self._sleep((need - self._tokens) / self.rate)
+                self._refill()
+            self._tokens -= amount
+
+    def adjust(self, amount: float) -> None:
+        """Give back (positive) or take (negative) tokens after the fact, e.g. when usage is known."""
+        self._refill()
+        self._tokens = min(self.capacity, self._tokens + amount)
+
+
+_buckets: dict[tuple[str, str | None, str, float], TokenBucket] = {}
+_buckets_lock = threading.Lock()
+
+
+def _bucket(model: str, api_base: str | None, kind: str, rate: float) -> TokenBucket:
+    """The bucket shared by every LiteLLMModel of ``model`` at ``api_base`` with this limit."""
+    with _buckets_lock:
+        key = (model, api_base, kind, rate)
+        if key not in _buckets:
+            _buckets[key] = TokenBucket(rate)
+        return _buckets[key]
+
+
+def _estimate_tokens(request: GenerationRequest) -> int:
+    return sum(len(m.content) for m in request.messages) // 4 + request.max_tokens
 
 
 def _status(exc: BaseException) -> int | None:
@@ -105,11 +176,12 @@ def _check_credentials(litellm: ModuleType, model: str, api_key: str | None, api
 class LiteLLMModel:
     """A chat model reached through litellm; cannot score continuations.
 
-    ``max_concurrency`` bounds the requests in flight per :meth:`generate` call. ``timeout`` is per
-    attempt, in seconds; ``max_retries`` counts retries after the first attempt and ``backoff`` is the
-    first retry delay (doubled each time, with jitter). ``extra`` holds further ``litellm.acompletion``
-    arguments (e.g. ``top_p``, ``extra_headers``). ``api_base`` and ``api_key`` are not part of
-    :attr:`name` and the key is never logged.
+    ``max_concurrency`` bounds the requests in flight per :meth:`generate` call; ``rpm`` and ``tpm``
+    (requests / tokens per minute, None: unlimited) pace them for every instance of this model and
+    endpoint. ``timeout`` is per attempt, in seconds; ``max_retries`` counts retries after the first
+    attempt and ``backoff`` is the first retry delay (doubled each time, with jitter). ``extra`` holds
+    further ``litellm.acompletion`` arguments (e.g. ``top_p``, ``extra_headers``). ``api_base`` and
+    ``api_key`` are not part of :attr:`name` and the key is never logged.
     """
 
     def __init__(
@@ -122,8 +194,13 @@ class LiteLLMModel:
         max_retries: int = 4,
         timeout: float = 60.0,
         backoff: float = 1.0,
+        rpm: float | None = None,
+        tpm: float | None = None,
         extra: Mapping[str, Any] | None = None,
     ) -> None:
+        for limit, label in ((rpm, "rpm"), (tpm, "tpm")):
+            if limit is not None and limit <= 0:
+                raise ConfigError(f"{label} must be > 0 per minute (or None: no limit), got {limit}", field=label)
         if max_concurrency < 1:
             raise ConfigError(f"max_concurrency must be >= 1, got {max_concurrency}", field="max_concurrency")
         if max_retries < 0:
@@ -165,6 +242,8 @@ class LiteLLMModel:
         self._backoff = backoff
         self._extra = dict(extra or {})
         self._random = random.Random()
+        self._rpm = _bucket(model, api_base, "requests", rpm) if rpm is not None else None
+        self._tpm = _bucket(model, api_base, "tokens", tpm) if tpm is not None else None
 
     def __repr__(self) -> str:
         base = f", api_base={self._api_base!r}" if self._api_base else ""
@@ -201,10 +280,12 @@ class LiteLLMModel:
 
     async def _generate_one(self, request: GenerationRequest, semaphore: asyncio.Semaphore) -> Completion:
         kwargs = self._call_kwargs(request)
+        estimate = _estimate_tokens(request)
         attempt = 0
         while True:
             try:
                 async with semaphore:
+                    await self._pace(estimate)
                     # litellm enforces ``timeout``; wait_for is a backstop for providers that ignore it.
                     response = await asyncio.wait_for(_load_litellm().acompletion(**kwargs), self._timeout + 5)
             except Exception as exc:
@@ -214,7 +295,17 @@ class LiteLLMModel:
                 await asyncio.sleep(self._random.uniform(delay / 2, delay))  # semaphore released meanwhile
                 attempt += 1
                 continue
-            return self._completion(response, request)
+            completion = self._completion(response, request)
+            if self._tpm is not None and completion.prompt_tokens + completion.completion_tokens:
+                self._tpm.adjust(estimate - completion.prompt_tokens - completion.completion_tokens)
+            return completion
+
+    async def _pace(self, tokens: int) -> None:
+        """Wait for the request and token rate limits (every attempt counts against them)."""
+        if self._rpm is not None:
+            await self._rpm.acquire()
+        if self._tpm is not None:
+            await self._tpm.acquire(tokens)
 
     def _call_kwargs(self, request: GenerationRequest) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"drop_params": True, **self._extra}  # drop what a provider cannot take
