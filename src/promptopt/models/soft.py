@@ -14,6 +14,7 @@ changed: the candidate's id hashes its weights (:func:`promptopt.candidate.soft_
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -115,8 +116,8 @@ def save_soft_prompt(
     if out.exists():
         raise ConfigError("a soft prompt is written once; this directory already exists", source=str(out))
     weights = embeddings.detach().float().cpu().contiguous()
-    config = config or peft_config(base, weights.shape[0])
-    config.inference_mode = True
+    config = copy.copy(config or peft_config(base, weights.shape[0]))
+    config.inference_mode = True  # PEFT then loads the weights instead of initialising new ones
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.tmp"
     try:
@@ -131,6 +132,7 @@ def save_soft_prompt(
 
 
 def load_soft_prompt(directory: str | Path) -> SoftPrompt:
+    """A soft prompt written by :func:`save_soft_prompt` (or any PEFT prompt-tuning adapter directory)."""
     path = Path(directory)
     weights = path / SOFT_PROMPT_WEIGHTS
     if not weights.is_file():

@@ -16,8 +16,9 @@ and a dev evaluation.
 **Budget.** One *call* (role ``train``) is one training example's forward and backward pass; its tokens
 are the prompt, virtual and target tokens. Dev evaluations cost one call per example, as usual.
 
-**Resume.** Checkpoints live in ``<run dir>/soft_prompt/step-NNNNN``, and the training state (soft prompt,
-AdamW and schedule state, data position) is saved after every step. A resumed run re-proposes the
+**Resume.** Checkpoints live in ``<run dir>/soft_prompt/step-NNNNN`` (without a run directory in
+``$PROMPTOPT_HOME/soft_prompts/<task>-<random>/``, where the result's best prompt points), and the training
+state (soft prompt, AdamW and schedule state, data position) is saved after every step. A resumed run re-proposes the
 saved checkpoints (their scores come from the cache) and continues training from the saved state.
 
 **Task prompt vectors** (:mod:`promptopt.vectors`, needs a seeded ``init``): ``tpv`` starts from the init
