@@ -48,7 +48,10 @@ FIELD_NAMES = ("original", "generic")
 ENUMERATIONS = ("A.", "A)", "a)", "[A]", "1.", "a.")
 _LETTERS = "ABCDEFGH"
 
-_FIELD_LINE = re.compile(r"^(?P<name>[A-Za-z][A-Za-z0-9 _'/()-]{0,40}?)[ \t]*:[ \t]*(?P<value>\{\{.*\}\})?[ \t]*$")
+_FIELD_LINE = re.compile(
+    r"^(?P<name>[A-Za-z][A-Za-z0-9 _'/()]{0,40}?)[ \t]*(?:::|:|->|-|=)[ \t]*(?P<value>\{\{.*\}\})?[ \t]*$"
+)
+"""A field line in any of the separators below (``:\n`` puts the value on the next line: merged when parsing)."""
 _EXPR = re.compile(r"^\{\{\s*(?P<var>[A-Za-z_][\w.]*)\s*\}\}$")
 _OPTION = re.compile(r"\([A-H]\) ")
 
@@ -79,18 +82,23 @@ class Format:
 
     def apply(self, template: str) -> str:
         """``template`` rewritten in this format (same variables, same instruction and loops)."""
-        lines = template.split("\n")
-        fields = [_FIELD_LINE.match(ln) for ln in lines]
-        names = self._names([m for m in fields if m is not None])
+        items = _parse(template)
+        fields = [(n, v) for line, n, v in items if line is None]
+        if not fields:
+            raise ConfigError(
+                "the template has no field lines ('Name: {{ value }}' on a line of its own), so its format cannot "
+                "be varied. Put each field on its own line.",
+                field="template",
+            )
+        names = self._names(fields)
         out: list[str] = []
         prev_field = False
-        for line, m in zip(lines, fields, strict=True):
-            if m is None:
+        for line, field_name, value in items:
+            if line is not None:
                 out.append(("\n" if out else "") + line)
                 prev_field = False
                 continue
-            value = m.group("value")
-            name = names[m.group("name")]
+            name = names[field_name]
             text = f"{name}{self.separator}{self._value(value)}" if value else f"{name}{self.separator.rstrip(' ')}"
             out.append(((self.field_join if prev_field else "\n") if out else "") + text)
             prev_field = True
@@ -100,9 +108,9 @@ class Format:
             raise ConfigError(f"format {self.describe()} changed the template's variables.", field="format")
         return result
 
-    def _names(self, matches: Sequence[re.Match[str]]) -> dict[str, str]:
-        originals = list(dict.fromkeys(m.group("name") for m in matches))
-        answer = {m.group("name") for m in matches if not m.group("value") or _is_answer(m.group("value"))}
+    def _names(self, fields: Sequence[tuple[str, str | None]]) -> dict[str, str]:
+        originals = list(dict.fromkeys(n for n, _ in fields))
+        answer = {n for n, v in fields if not v or _is_answer(v)}
         inputs = [n for n in originals if n not in answer]
         mapping = {}
         for n in originals:
@@ -119,6 +127,24 @@ class Format:
             return value
         filters = "".join(f' | replace("({c}) ", "{_marker(self.enumeration, i)} ")' for i, c in enumerate(_LETTERS))
         return "{{ " + m.group("var") + filters + " }}"
+
+
+def _parse(template: str) -> list[tuple[str | None, str, str | None]]:
+    """The template as (other line, "", None) or (None, field name, value expression or None) items."""
+    lines = template.split("\n")
+    items: list[tuple[str | None, str, str | None]] = []
+    i = 0
+    while i < len(lines):
+        m = _FIELD_LINE.match(lines[i])
+        if m is None:
+            items.append((lines[i], "", None))
+        elif not m.group("value") and i + 1 < len(lines) and _EXPR.match(lines[i + 1].strip()):
+            items.append((None, m.group("name"), lines[i + 1].strip()))  # 'Name:' + value on the next line
+            i += 1
+        else:
+            items.append((None, m.group("name"), m.group("value")))
+        i += 1
+    return items
 
 
 def _is_answer(value: str) -> bool:
@@ -173,12 +199,13 @@ def apply_format(prompt: Prompt, fmt: Format) -> Prompt:
     """``prompt`` written in ``fmt`` (a new candidate; the original when ``fmt`` is ``Format()``)."""
     if fmt == Format():
         return prompt
+    base = prompt.meta.get("unformatted_template", prompt.template)  # re-format from the original fields
     return replace(
         prompt,
-        template=fmt.apply(prompt.template),
+        template=fmt.apply(base),
         parents=(prompt.id,),
         origin="format",
-        meta={**prompt.meta, "format": fmt.describe()},
+        meta={**prompt.meta, "format": fmt.describe(), "unformatted_template": base},
     )
 
 

@@ -11,6 +11,7 @@ from promptopt import Example, Prompt, make_task
 from promptopt.budget import BudgetTracker
 from promptopt.client import ModelClient
 from promptopt.evaluation import Evaluator
+from promptopt.exceptions import ConfigError
 from promptopt.formats import (
     Format,
     apply_format,
@@ -123,3 +124,18 @@ def test_cli_spread_prints_the_interval(tmp_path):
     assert "over 3 formats" in result.output and "as written" in result.output
     result = CliRunner().invoke(app, [*args, "--json"])
     assert json.loads(result.output)["n_formats"] == 3
+
+
+def test_formatted_templates_parse_again_and_reformat_from_the_original():
+    for sep in (" -> ", " = ", ":\n", " - ", ":: "):
+        once = Format(separator=sep, field_names="generic").apply(SST2)
+        again = Format(separator=": ").apply(once)
+        assert render(again, sentence="x").endswith("Input: great\nOutput: positive\n\nInput: x\nOutput:"), sep
+    p = apply_format(Prompt(instruction="i", template=SST2), Format(field_join=" | "))  # one line: unparsable
+    q = apply_format(p, Format(casing="upper"))  # so the original fields are kept in meta and re-formatted
+    assert q.template == Format(casing="upper").apply(SST2)
+
+
+def test_a_template_without_field_lines_cannot_be_reformatted():
+    with pytest.raises(ConfigError, match="field lines"):
+        Format(casing="upper").apply("{{ instruction }} {{ sentence }}")

@@ -187,7 +187,7 @@ class StructureSearchOptimizer(TupleSettingsMixin, Optimizer):
                 embedder=self.config.embedder,
             )
         prompt = apply_format(prompt, self.formats[params.get("format", 0)])
-        return replace(prompt, parents=(), origin="structure_search", meta={"params": params})
+        return replace(prompt, parents=(), origin="structure_search", meta={**prompt.meta, "params": params})
 
     def _minibatch(self, number: int) -> tuple:
         dev = list(self.ctx.task.dev)
