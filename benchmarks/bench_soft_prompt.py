@@ -29,10 +29,12 @@ from typing import Any
 
 import promptopt
 from promptopt.cache import promptopt_home
+from promptopt.evaluation import EvalResult, compare
 from promptopt.result import OptimizationResult
 from promptopt.task import Task
 
 HERE = Path(__file__).resolve().parent
+NOTES = "<!-- notes: hand-written below this line, kept when the tables are regenerated -->\n"
 TASKS = ("sst2", "trec", "esnli")
 SOURCES = ("sst2", "trec")
 TARGETS = ("esnli", "ii_sentiment")
@@ -49,14 +51,14 @@ def run(name: str, task: Task, opt: promptopt.Optimizer, model: Any, work: Path)
     run_dir = work / name
     if (run_dir / "result.json").is_file():
         result = OptimizationResult.load(run_dir)
-        wall = json.loads((run_dir / "bench.json").read_text())["wall_seconds"]
     else:
         shutil.rmtree(run_dir, ignore_errors=True)
         load = os.getloadavg()[0]
         started = time.monotonic()
         result = promptopt.optimize(task, opt, model, run_dir=run_dir, cache=work / "cache.sqlite")
-        wall = time.monotonic() - started
-        (run_dir / "bench.json").write_text(json.dumps({"wall_seconds": wall, "load_before": load}))
+        stats = {"wall_seconds": time.monotonic() - started, "load_before": load, "load_after": os.getloadavg()[0]}
+        (run_dir / "bench.json").write_text(json.dumps(stats))
+    stats = json.loads((run_dir / "bench.json").read_text())
     usage = result.usage["by_role"]
     batch = result.optimizer_config["batch_size"]
     return {
@@ -69,7 +71,8 @@ def run(name: str, task: Task, opt: promptopt.Optimizer, model: Any, work: Path)
         "best_step": result.best_prompt.meta.get("step", 0) if result.best_prompt.soft_prompt else 0,
         "train_calls": usage.get("train", {}).get("calls", 0),
         "dev_calls": usage.get("task", {}).get("calls", 0),
-        "wall_seconds": round(wall, 1),
+        "wall_seconds": round(stats["wall_seconds"], 1),
+        "load_average": [round(stats["load_before"], 2), round(stats["load_after"], 2)],
         "stop": result.stop_reason,
         "seed_dev": result.baseline_dev,
         "best_dev": result.best_dev,
@@ -77,7 +80,6 @@ def run(name: str, task: Task, opt: promptopt.Optimizer, model: Any, work: Path)
         "best_test": result.best_test,
         "test_comparison": result.test_comparison,
         "dev_trajectory": trajectory(run_dir),
-        "load_after": round(os.getloadavg()[0], 2),
     }
 
 
@@ -114,9 +116,28 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def tpv_vs_init(work: Path, shots: int) -> dict[str, dict[str, Any]]:
+    """Per target, the paired bootstrap of (TPV run's best − init run's best) on the same test examples."""
+    out = {}
+    for name in TARGETS:
+        init, tpv = (
+            EvalResult.from_dict(
+                json.loads((work / f"{name}-{shots}shot-{k}" / "test_results.json").read_text())["best"]
+            )
+            for k in ("vocab", "tpv")
+        )
+        out[name] = compare(init, tpv).to_dict()
+    return out
+
+
 def report(
-    main: list[dict[str, Any]], tpv: list[dict[str, Any]], args: argparse.Namespace, meta: dict[str, Any]
+    main: list[dict[str, Any]],
+    tpv: list[dict[str, Any]],
+    paired: dict[str, dict[str, Any]],
+    args: argparse.Namespace,
+    meta: dict[str, Any],
 ) -> str:
+    loads = [x for r in [*main, *tpv] for x in r["load_average"]]
     traj = "\n".join(
         f"- {r['name']}: " + ", ".join(f"step {s}: {v:.3f}" for s, v in r["dev_trajectory"]) for r in [*main, *tpv]
     )
@@ -125,9 +146,10 @@ def report(
             "# Soft prompts (prompt tuning) and Task Prompt Vectors on SmolLM2-135M",
             "",
             f"Model `smollm2` (SmolLM2-135M-Instruct, float32, CPU), `OMP_NUM_THREADS={meta['threads']}`, "
-            f"{meta['cpu']}, {meta['cpus']} CPUs shared with other jobs (load average {meta['load_start']:.1f} at the "
-            f"start, {meta['load_end']:.1f} at the end: wall times are indicative only). Run seed {args.seed}; one run "
-            "per row. Scores are accuracy by label log-likelihood with 95 % bootstrap CIs; Δtest is the paired "
+            f"{meta['cpu']}, {meta['cpus']} CPUs shared with other jobs (1-minute load average "
+            f"{min(loads):.1f}–{max(loads):.1f} around the runs: wall times are indicative only). Run seed "
+            f"{args.seed}; one run per row. Scores are accuracy (exact match for ii_sentiment) with 95 % bootstrap "
+            "CIs, classification by label log-likelihood; Δtest is the paired "
             "bootstrap of best − seed prompt on the same test examples. A run keeps the best of the seed prompt and "
             "its checkpoints by dev score, so *best* equals the seed prompt when no checkpoint beat it on dev (best "
             "step 0). *train calls* = training examples through a forward + backward pass (budget role `train`); "
@@ -150,6 +172,10 @@ def report(
             "the generated answer (so the *steps* rows also exercise generation with a soft prompt).",
             "",
             *table(tpv),
+            "",
+            "TPV init − seeded init, paired bootstrap on the same test examples (best checkpoint of each run): "
+            + "; ".join(f"{t} {delta(c)} ({c['b_better']} better, {c['a_better']} worse)" for t, c in paired.items())
+            + ".",
             "",
             "## Dev score by checkpoint",
             "",
@@ -175,7 +201,6 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
-        "load_start": os.getloadavg()[0],
     }
     args.work.mkdir(parents=True, exist_ok=True)
     model = promptopt.get_model("smollm2", dtype="float32")
@@ -204,17 +229,20 @@ def main() -> None:
         for label, extra in (("vocab", {}), ("tpv", {"tpv": tpv})):
             opt = promptopt.load_optimizer("soft-prompt", **tpv_common, **extra)
             tpv_rows.append(run(f"{name}-{args.shots}shot-{label}", target, opt, model, args.work))
-    meta["load_end"] = os.getloadavg()[0]
     args.out.mkdir(parents=True, exist_ok=True)
+    paired = tpv_vs_init(args.work, args.shots)
     payload = {
         "meta": meta,
         "args": {k: str(v) for k, v in vars(args).items()},
         "prompt_tuning": main_rows,
         "tpv": tpv_rows,
+        "tpv_minus_init_test": paired,
     }
     (args.out / "soft_prompt.json").write_text(json.dumps(payload, indent=2) + "\n")
-    (args.out / "soft_prompt.md").write_text(report(main_rows, tpv_rows, args, meta))
-    print(report(main_rows, tpv_rows, args, meta))
+    md = args.out / "soft_prompt.md"
+    notes = md.read_text().partition(NOTES)[2] if md.is_file() else ""
+    md.write_text(report(main_rows, tpv_rows, paired, args, meta) + "\n" + NOTES + notes)
+    print(md.read_text())
 
 
 if __name__ == "__main__":

@@ -85,11 +85,12 @@ class OptimizationResult:
             ci = f"[95% CI {c['ci_low']:+.3f}–{c['ci_high']:+.3f}]"
             lines.append(f"best − seed on test: {c['diff']:+.3f} {ci}, p={c['p_value']:.3f}")
         roles = self.usage.get("by_role", {})
-        calls = {r: roles.get(r, {}).get("calls", 0) for r in ("task", "proposer", "report")}
+        calls = {r: roles.get(r, {}).get("calls", 0) for r in ("task", "proposer", "train", "report")}
+        train = f", training examples {calls['train']}" if calls["train"] else ""
         lines.append(
-            f"spent: {calls['task'] + calls['proposer']} search calls (task model {calls['task']}, proposer "
-            f"{calls['proposer']}) + {calls['report']} held-out test calls; {total.get('tokens', 0)} tokens, "
-            f"${total.get('cost', 0.0):.4f}, {total.get('cache_hits', 0)} cache hits, "
+            f"spent: {calls['task'] + calls['proposer'] + calls['train']} search calls (task model {calls['task']}, "
+            f"proposer {calls['proposer']}{train}) + {calls['report']} held-out test calls; "
+            f"{total.get('tokens', 0)} tokens, ${total.get('cost', 0.0):.4f}, {total.get('cache_hits', 0)} cache hits, "
             f"{self.usage.get('elapsed_seconds', 0.0):.1f}s; {self.n_trials} trials; stopped: {self.stop_reason}"
         )
         if self.rejected:
