@@ -300,3 +300,14 @@ def test_bad_batching_options(model_dir: Path) -> None:
     ):
         with pytest.raises(ConfigError, match=field):
             HFModel(str(model_dir), **options)
+
+
+def test_fast_dtype_uses_bf16_only_with_native_support(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from promptopt.models import hf
+
+    monkeypatch.setattr(hf, "cpu_has_bf16", lambda: False)
+    assert HFModel(str(model_dir), device="cpu", dtype="fast").dtype == "float32"
+    assert HFModel(str(model_dir), device="cpu").dtype == "float32"  # "auto": float32 on every CPU
+    monkeypatch.setattr(hf, "cpu_has_bf16", lambda: True)
+    assert HFModel(str(model_dir), device="cpu", dtype="fast").name.endswith("@bfloat16")
+    assert HFModel(str(model_dir), device="cpu").dtype == "float32"

