@@ -35,7 +35,7 @@ from typing import Any
 from promptopt.budget import BudgetTracker
 from promptopt.cache import ResponseCache
 from promptopt.client import ModelClient
-from promptopt.embeddings import TfidfEmbedder, dot, get_embedder
+from promptopt.embeddings import dot, get_embedder
 from promptopt.evaluation import EvalResult, Evaluator, compare
 from promptopt.ics import example_text, make_ics_prompt
 from promptopt.models import get_model
@@ -234,7 +234,6 @@ def main() -> None:
         "tasks": tasks,
         "embedding_speed": speed,
         "notes": previous.get("notes", []),
-        "tfidf_note": TfidfEmbedder.__doc__,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(data, indent=2) + "\n")
