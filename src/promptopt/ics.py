@@ -135,13 +135,8 @@ def diverse_sets(
     """Label-balanced farthest-point sets (see the module docstring)."""
     _check_pool(pool, shots)
     items = list(pool)
-    vecs = dict(
-        zip(
-            (ex.id for ex in items),
-            embedder.fit([example_text(e) for e in items]).embed([example_text(e) for e in items]),
-            strict=True,
-        )
-    )
+    texts = [example_text(e) for e in items]
+    vecs = dict(zip((ex.id for ex in items), embedder.fit(texts).embed(texts), strict=True))
     labels = list(dict.fromkeys(ex.answer for ex in items))
     used: set[str] = set()
     sets = []
@@ -170,8 +165,9 @@ def similar_sets(
     """Per query, the ``k * shots`` nearest pool items dealt round-robin into K sets, nearest last."""
     _check_pool(pool, shots)
     items = list(pool)
-    fitted = embedder.fit([example_text(e) for e in items])
-    pool_vecs = fitted.embed([example_text(e) for e in items])
+    texts = [example_text(e) for e in items]
+    fitted = embedder.fit(texts)
+    pool_vecs = fitted.embed(texts)
     query_vecs = fitted.embed([example_text(q) for q in queries])
     out = []
     for q, qv in zip(queries, query_vecs, strict=True):
