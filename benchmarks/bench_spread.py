@@ -58,7 +58,7 @@ def run_task(name: str, model: Any, cache: ResponseCache, args: argparse.Namespa
         "n_test": len(test),
         "n_dev": len(task.dev),
         "search_minutes": search_minutes,
-        "search_calls": result.usage["total"]["calls"],
+        "search_calls": result.usage["total"]["calls"] + result.usage["total"]["cache_hits"],
     }
     for label, prompt in (("seed", task.seed_prompt()), ("optimized", result.best_prompt)):
         spread = format_spread(ev, prompt, n_formats=args.formats, seed=args.seed, examples=test)
@@ -92,9 +92,11 @@ def render(data: dict[str, Any]) -> str:
         "",
         f"SmolLM2-135M-Instruct (float32, CPU, {s['threads']} thread). For each task, `structure_search` "
         f"(settings `{json.dumps(s['search'])}`, seed {s['seed']}) optimized the prompt on the first {s['dev']} dev "
-        f"examples; then the seed prompt and the best prompt were scored under the same {s['formats']} formats "
-        f"(format 0 = as written; the rest sampled over separators, field-name casing, generic field names and "
-        f"field joins) on the first {s['n']} test examples, by label scoring. Accuracy; per-format 95% bootstrap "
+        f"examples (the dev column is that search's own score, so it is optimistic for the optimized prompt); "
+        f"then the seed prompt and the best prompt were scored under the same {s['formats']} formats "
+        f"(format 0 = each prompt as written; formats 1–9 re-write the task template's original fields, sampled over "
+        f"separators, field-name casing, generic field names and field joins) on the first {s['n']} test examples, "
+        "by label scoring. Accuracy; per-format 95% bootstrap "
         f"CIs are in `spread.json`. Script: `benchmarks/bench_spread.py`. Wall time {s['wall_minutes']:.1f} min; "
         f"load average {s['load_before']} before, {s['load_after']} after (2 cores shared with other jobs).",
         "",
@@ -112,7 +114,7 @@ def render(data: dict[str, Any]) -> str:
     lines += ["", "Optimized prompts:", ""]
     for t in data["tasks"]:
         lines.append(
-            f"- **{t['task']}**: {t['optimized']['describe']} ({t['search_calls']} search calls, "
+            f"- **{t['task']}**: {t['optimized']['describe']} ({t['search_calls']} model calls in the search, "
             f"{t['search_minutes']:.1f} min)"
         )
     lines += ["", "Per-format accuracy (format 0 = as written):", ""]
