@@ -6,12 +6,15 @@ only those seed evaluations (so each method's budget is spent on its own search 
 another's answers), from its shipped preset with the same call budget and seed, and
 its best prompt is scored on the held-out test split against the seed (paired bootstrap CI of the
 difference). Results go to ``benchmarks/results/meta_optimizers.md`` (table) and ``.json`` (raw numbers);
-a (task, method) already in the JSON with the same settings is not run again. Free-text ``notes`` in the
+a (task, method) already in the JSON with the same settings (and the same overrides for that method) is not
+run again, and new rows are merged into the existing ones, so ``--methods pe2-compact`` adds (or, with
+``--rerun``, replaces) the rows of one method without touching the others. Free-text ``notes`` in the
 JSON are rendered at the end of the markdown (``--render-only`` re-renders without running).
 
 Run it on an otherwise idle machine, single-threaded (the numbers record the CPU other processes used)::
 
     OMP_NUM_THREADS=1 python benchmarks/bench_meta_optimizers.py
+    OMP_NUM_THREADS=1 python benchmarks/bench_meta_optimizers.py --methods pe2 pe2-compact --rerun
 """
 
 from __future__ import annotations
@@ -37,12 +40,14 @@ from promptopt.taskfile import load_task
 
 HERE = Path(__file__).resolve().parent
 TASKS = ("ii_larger_animal", "ii_antonyms", "sst2", "bbh_navigate")
-METHODS = ("pe2", "apo", "opro", "ape")
+METHODS = ("pe2", "pe2-compact", "apo", "opro", "ape")
+"""Preset names (``optimizers/<method>.yaml``)."""
 OVERRIDES: dict[str, dict[str, Any]] = {
     # More steps than the presets' so that the call budget, not the step count, is what ends a run (APE's
     # preset already spends it); shorter proposer replies (an instruction fits in 64 tokens) so that 16 runs
     # of a 135M proposer fit in about 40 minutes of one CPU thread. Everything else is the shipped preset.
     "pe2": {"n_steps": 10, "max_tokens": 64, "reasoning_max_tokens": 96},
+    "pe2-compact": {"n_steps": 10, "max_tokens": 64, "reasoning_max_tokens": 96},
     "apo": {"n_steps": 10, "max_tokens": 64, "gradient_max_tokens": 96},
     "opro": {"n_steps": 10, "max_tokens": 64},
     "ape": {"max_tokens": 64},
@@ -84,6 +89,10 @@ def calls(r: dict[str, Any]) -> str:
     return f"{r['calls']} ({roles.get('task', 0)} + {roles.get('proposer', 0)})" if roles else str(r["calls"])
 
 
+def accepted(r: dict[str, Any]) -> str:
+    return "n/a" if r.get("accepted") is None else f"{r['accepted']} / {r['promoted']}"
+
+
 def bench_task(name: str, dev_size: int) -> Task:
     task = load_task(name)
     return dataclasses.replace(task, splits={**task.splits, "dev": task.dev[:dev_size]}, source="<python>")
@@ -103,6 +112,7 @@ def run_one(task: Task, method: str, model: Any, args: argparse.Namespace, cache
         run_dir=new_run_dir(args.runs_dir, task.name, method),
     )
     by_role = result.usage["by_role"]
+    accepted, promoted = proposals(Path(result.run_dir)) if result.run_dir else (None, None)
     return {
         "task": task.name,
         "method": method,
@@ -115,6 +125,8 @@ def run_one(task: Task, method: str, model: Any, args: argparse.Namespace, cache
         "calls_by_role": {k: v["calls"] for k, v in by_role.items()},
         "n_trials": result.n_trials,
         "rejected": result.rejected,
+        "accepted": accepted,
+        "promoted": promoted,
         "stop_reason": result.stop_reason,
         "best_instruction": result.best_prompt.instruction,
         "improved": result.improved,
@@ -122,6 +134,13 @@ def run_one(task: Task, method: str, model: Any, args: argparse.Namespace, cache
         "other_cpu": round(meter.other_cpu(), 3),
         "run_dir": result.run_dir,
     }
+
+
+def proposals(run_dir: Path) -> tuple[int, int]:
+    """Proposals that passed screening (evaluated at least on a race minibatch) and those promoted to full dev."""
+    rows = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+    children = [r for r in rows if r["prompt"]["parents"]]
+    return len({r["prompt"]["id"] for r in children}), len({r["prompt"]["id"] for r in children if r["full"]})
 
 
 def seed_row(task: Task, model: Any, cache: ResponseCache) -> dict[str, Any]:
@@ -162,15 +181,15 @@ def write_markdown(payload: dict[str, Any], path: Path) -> None:
         "with the overrides listed below.",
         "",
         "| task | method | dev mean [95% CI] | test mean [95% CI] | calls used | Δ test vs seed [95% CI] | "
-        "trials | rejected proposals | time (other CPU) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "trials | proposals evaluated / promoted to full dev | rejected proposals | time (other CPU) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         rej = sum(r["rejected"].values())
         top = ", ".join(f"{k} {v}" for k, v in sorted(r["rejected"].items(), key=lambda kv: -kv[1])[:2])
         lines.append(
             f"| {r['task']} | {r['method']} | {ci(r['dev'])} | {ci(r['test'])} | {calls(r)} | "
-            f"{delta(r['delta_test'])} | {r['n_trials']} | {rej}{f' ({top})' if top else ''} | "
+            f"{delta(r['delta_test'])} | {r['n_trials']} | {accepted(r)} | {rej}{f' ({top})' if top else ''} | "
             f"{r['seconds']:.0f}s ({100 * r['other_cpu']:.0f}%) |"
         )
     lines += ["", "## Best instructions", ""]
@@ -203,6 +222,15 @@ def write_markdown(payload: dict[str, Any], path: Path) -> None:
     path.write_text("\n".join(lines))
 
 
+def check_seed(rows: list[dict[str, Any]], new: dict[str, Any]) -> None:
+    """Warn when re-evaluating a seed prompt (to rebuild its cache) does not reproduce the stored row."""
+    for r in rows:
+        if (r["task"], r["method"]) == (new["task"], "seed"):
+            for split in ("dev", "test"):
+                if abs(r[split]["mean"] - new[split]["mean"]) > 1e-9:
+                    print(f"warning: {new['task']} seed {split} changed {r[split]['mean']} -> {new[split]['mean']}")
+
+
 def fresh_cache(seed_cache: Path, path: Path) -> ResponseCache:
     """A run's own response cache: a copy of the one holding only the seed prompt's evaluations."""
     for suffix in ("", "-wal", "-shm"):
@@ -223,6 +251,7 @@ def main() -> None:
     ap.add_argument("--cache-dir", default=str(promptopt_home() / "bench_meta_optimizers_cache"))
     ap.add_argument("--runs-dir", default=str(promptopt_home() / "bench_meta_optimizers_runs"))
     ap.add_argument("--fresh", action="store_true", help="ignore results already in the JSON")
+    ap.add_argument("--rerun", action="store_true", help="run the --methods again, replacing their rows")
     ap.add_argument("--render-only", action="store_true", help="rewrite the markdown from the JSON and stop")
     args = ap.parse_args()
 
@@ -242,13 +271,18 @@ def main() -> None:
         "machine": f"{os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}",
     }
     payload: dict[str, Any] = {"settings": settings, "rows": []}
+    shared = ("machine", "overrides")  # overrides are compared per method
     if out_json.is_file() and not args.fresh:
         old = json.loads(out_json.read_text())
-        if {k: v for k, v in old["settings"].items() if k != "machine"} == {
-            k: v for k, v in settings.items() if k != "machine"
+        if {k: v for k, v in old["settings"].items() if k not in shared} == {
+            k: v for k, v in settings.items() if k not in shared
         }:
-            payload = old
-    done = {(r["task"], r["method"]) for r in payload["rows"]}
+            # keep the rows of methods run with the same overrides; the others are run again
+            payload = {**old, "settings": {**old["settings"], "overrides": OVERRIDES}}
+            same = {m for m in METHODS if old["settings"]["overrides"].get(m) == OVERRIDES[m]} | {"seed"}
+            payload["rows"] = [r for r in old["rows"] if r["method"] in same]
+    rerun = set(args.methods) if args.rerun else set()
+    done = {(r["task"], r["method"]) for r in payload["rows"] if r["method"] not in rerun}
     cache_dir = Path(args.cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     model = get_model(args.model)
@@ -262,10 +296,12 @@ def main() -> None:
                 seed_cache.unlink(missing_ok=True)
                 cache = ResponseCache(seed_cache)
                 row = seed_row(task, model, cache)
+                check_seed(payload["rows"], row)
             else:
                 cache = fresh_cache(seed_cache, cache_dir / f"{task.name}-{method}.sqlite")
                 row = run_one(task, method, model, args, cache)
             cache.close()
+            payload["rows"] = [r for r in payload["rows"] if (r["task"], r["method"]) != (task.name, method)]
             payload["rows"].append(row)
             order = {m: i for i, m in enumerate(("seed", *METHODS))}
             tasks = {t: i for i, t in enumerate(args.tasks)}

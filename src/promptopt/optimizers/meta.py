@@ -88,13 +88,16 @@ def extract_instruction(
     forbidden: Iterable[str] = (),
     allow_template_syntax: bool = False,
     tags: Sequence[str] = ("prompt",),
+    cue: str | None = None,
 ) -> Extraction:
     """Pull one instruction out of a proposer's reply.
 
     Takes the text inside the first of ``tags`` found (``<prompt>…</prompt>`` by default; OPRO asks for
-    ``<INS>…</INS>``), skips announcing lines ("Here's the revised prompt:", markdown headings) when
-    more text follows, takes the first non-empty paragraph (the first item of a list), strips lead-ins
-    ("The instruction was:", quotes, list markers) and rejects empty, over-long, template-breaking output
+    ``<INS>…</INS>``) or, with an answer ``cue`` the meta-prompt ends with (``"New instruction:"``), the
+    text after its last occurrence in the reply (a small model often writes a preamble first), skips
+    announcing lines ("Here's the revised prompt:", markdown headings) when more text follows, takes the
+    first non-empty paragraph (the first item of a list), strips lead-ins ("The instruction was:", quotes,
+    list markers) and rejects empty, over-long, template-breaking output
     or output that merely copies one of the ``forbidden`` strings (e.g. a demo input).
     """
     body = text
@@ -103,6 +106,9 @@ def extract_instruction(
         if m:
             body = m.group(1)
             break
+    else:
+        if cue and (at := body.lower().rfind(cue.lower())) >= 0 and body[at + len(cue) :].strip():
+            body = body[at + len(cue) :]
     lines = body.strip().splitlines()
     while len(lines) > 1 and (_LEAD_IN_LINE.match(lines[0]) or not lines[0].strip()):
         lines.pop(0)  # "Here's the revised prompt:" / "## Prompt" / blank, when something follows
@@ -267,6 +273,7 @@ def screen_proposals(
     forbidden: Iterable[str] = (),
     step_size: int | None = None,
     tags: Sequence[str] = ("prompt",),
+    cue: str | None = None,
     metas: Sequence[Mapping[str, Any]] | None = None,
     meta_prompts: Sequence[Sequence[Message]] | None = None,
 ) -> list[Prompt]:
@@ -284,7 +291,7 @@ def screen_proposals(
     placeholders = [f"<{f}>" for f in parent.prompt_template.input_variables] + ["<INS>"]
     out: list[Prompt] = []
     for i, text in enumerate(texts):
-        ext = extract_instruction(text, max_words=max_words, forbidden=forbidden, tags=tags)
+        ext = extract_instruction(text, max_words=max_words, forbidden=forbidden, tags=tags, cue=cue)
         instruction, edit = ext.instruction or "", 0
         reason: str | None = ext.reason or "invalid" if ext.instruction is None else None
         if reason is None:
@@ -477,6 +484,7 @@ class BeamSearchOptimizer(Optimizer):
         origin: str,
         step_size: int | None = None,
         tags: Sequence[str] = ("prompt",),
+        cue: str | None = None,
         metas: Sequence[Mapping[str, Any]] | None = None,
         meta_prompts: Sequence[Sequence[Message]] | None = None,
     ) -> list[Prompt]:
@@ -492,6 +500,7 @@ class BeamSearchOptimizer(Optimizer):
             forbidden=self.forbidden,
             step_size=step_size,
             tags=tags,
+            cue=cue,
             metas=metas,
             meta_prompts=meta_prompts,
         )

@@ -39,8 +39,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
+from promptopt.exceptions import ConfigError
 from promptopt.optimizers.base import RunState, register_optimizer
 from promptopt.optimizers.meta import (
     BeamSearchOptimizer,
@@ -56,6 +57,12 @@ if TYPE_CHECKING:
     from promptopt.history import TrialRecord
 
 
+MetaPromptStyle = Literal["paper", "compact"]
+META_PROMPTS: dict[str, str] = {"paper": "pe2", "compact": "pe2_compact"}
+ANSWER_CUES: dict[str, str | None] = {"paper": None, "compact": "New instruction:"}
+"""The line a meta-prompt ends with; the new prompt is the text after it in the reply."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class PE2Config(FailureSearchConfig):
     task_description: bool = field(default=True, metadata={"help": "two-step task description"})
@@ -68,6 +75,15 @@ class PE2Config(FailureSearchConfig):
     )
     n_children: int = field(default=2, metadata={"min": 1, "help": "children proposed per beam parent"})
     reasoning_max_tokens: int = field(default=192, metadata={"min": 1, "help": "length of the Step 1 analysis"})
+    meta_prompt: MetaPromptStyle = field(
+        default="paper",
+        metadata={"help": "'paper': the reference two-turn meta-prompt; 'compact': one short turn per step"},
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.meta_prompt not in META_PROMPTS:
+            raise ConfigError(f"must be 'paper' or 'compact', got {self.meta_prompt!r}", field="meta_prompt")
 
 
 @register_optimizer("pe2")
@@ -88,22 +104,30 @@ class PE2Optimizer(BeamSearchOptimizer):
                     jobs.append((parent, failures))
         if not jobs:
             return []
+        name = META_PROMPTS[c.meta_prompt]
         variables = [self.meta_variables(parent, failures, state) for parent, failures in jobs]
         analyses = self.proposer.ask_chat(
-            [render_conversation("pe2", **v, reasoning=None) for v in variables], max_tokens=c.reasoning_max_tokens
+            [render_conversation(name, **v, reasoning=None) for v in variables], max_tokens=c.reasoning_max_tokens
         )
-        step2 = [render_conversation("pe2", **v, reasoning=a.strip()) for v, a in zip(variables, analyses, strict=True)]
+        step2 = [render_conversation(name, **v, reasoning=a.strip()) for v, a in zip(variables, analyses, strict=True)]
         replies = self.proposer.ask_chat(step2)
         out: list[Prompt] = []
         for (parent, failures), analysis, conv, reply in zip(jobs, analyses, step2, replies, strict=True):
             meta = {"failures": [f.example.id for f in failures], "reasoning": analysis.strip()}
             out += self.screen(
-                [reply], parent.prompt, state, origin="pe2", step_size=c.step_size, metas=[meta], meta_prompts=[conv]
+                [reply],
+                parent.prompt,
+                state,
+                origin="pe2",
+                step_size=c.step_size,
+                cue=ANSWER_CUES[c.meta_prompt],
+                metas=[meta],
+                meta_prompts=[conv],
             )
         return out
 
     def meta_variables(self, parent: TrialRecord, failures: Sequence[Failure], state: RunState) -> dict[str, Any]:
-        """The template variables of ``pe2.jinja`` for one child of ``parent``."""
+        """The template variables of ``pe2.jinja`` / ``pe2_compact.jinja`` for one child of ``parent``."""
         c = self.config
         history = None
         if c.momentum:

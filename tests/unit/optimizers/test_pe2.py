@@ -3,14 +3,18 @@ records lineage and edits, is deterministic, and each component switch changes t
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 from meta_family_support import ANALYSIS, RAMBLE, history_rows, run, scripted_editor
 
+from promptopt.exceptions import ConfigError
+from promptopt.models.base import GenerationRequest
+from promptopt.models.fake import FakeModel, last_user
 from promptopt.optimizers import PE2Optimizer
-from promptopt.optimizers.meta import word_edit_distance
+from promptopt.optimizers.meta import extract_instruction, word_edit_distance
 from promptopt.presets import load_optimizer
 from promptopt.testing import TOY_BEST_INSTRUCTION, TOY_PARTIAL_INSTRUCTION, TOY_SEED_INSTRUCTION
 
@@ -135,6 +139,7 @@ def test_ablation_presets_differ_from_pe2_in_one_setting() -> None:
         ("pe2-no-reasoning", {"reasoning_template": False}),
         ("pe2-no-momentum", {"momentum": False}),
         ("pe2-step-size", {"step_size": 10}),
+        ("pe2-compact", {"meta_prompt": "compact"}),
     ]
     for preset, changed in ablations:
         assert load_optimizer(preset).to_config() == {**base, **changed}, preset
@@ -143,3 +148,83 @@ def test_ablation_presets_differ_from_pe2_in_one_setting() -> None:
 def test_step_size_is_stated_in_the_meta_prompt() -> None:
     text = "\n".join(_step2_messages("pe2-step-size"))
     assert "You are allowed to change up to 10 words in the original prompt." in text
+
+
+# -- the compact meta-prompt (meta_prompt="compact", preset pe2-compact) -----------------------------------
+CHATTY_PREAMBLE = "Step 1 shows the model misread the task.\n\nNew instruction:\n"
+
+
+def compact_editor() -> FakeModel:
+    """The scripted editor answering the compact meta-prompt the way SmolLM2-135M tends to: a Step-1 analysis,
+    then (for Step 2) a preamble before repeating the answer cue and writing the new instruction."""
+    editor = scripted_editor()
+
+    def fn(request: GenerationRequest) -> str:
+        user = last_user(request.messages)
+        if "New instruction:" not in user:
+            return ANALYSIS
+        reply = editor.generate([request])[0].text
+        return reply if reply == RAMBLE else CHATTY_PREAMBLE + reply.removeprefix("The new prompt is: ")
+
+    return FakeModel(fn=fn, name="fake:compact-editor")
+
+
+def _compact_requests(**config: Any) -> list[list[tuple[str, str]]]:
+    proposer = compact_editor()
+    run(PE2Optimizer(meta_prompt="compact", n_steps=2, **FAST, **config), proposer=proposer, budget=300)
+    return [[(m.role, m.content) for m in r.messages] for r in proposer.requests]
+
+
+def test_compact_finds_the_optimum_through_a_chatty_preamble(tmp_path: Path) -> None:
+    result = run(PE2Optimizer(meta_prompt="compact", **FAST), proposer=compact_editor(), run_dir=tmp_path / "run")
+    assert result.best_prompt.instruction == TOY_BEST_INSTRUCTION and result.best_dev["mean"] == 1.0
+    assert "chatter" not in result.rejected  # the text after the last answer cue, not the preamble
+    full = {r["prompt"]["instruction"]: r for r in history_rows(tmp_path / "run") if r["full"]}
+    assert full[TOY_PARTIAL_INSTRUCTION]["prompt"]["meta"]["reasoning"] == ANALYSIS
+
+
+def test_the_answer_cue_is_only_used_when_given() -> None:
+    reply = CHATTY_PREAMBLE + '"Reverse the word."\n\nThis tells the model what to do.'
+    assert extract_instruction(reply, cue="New instruction:").instruction == "Reverse the word."
+    assert extract_instruction(reply).instruction == "Step 1 shows the model misread the task."
+    assert extract_instruction("New instruction:", cue="New instruction:").reason == "empty"
+
+
+def test_compact_meta_prompt_is_one_short_turn_per_step_with_every_component() -> None:
+    requests = _compact_requests()
+    assert all([role for role, _ in r] == ["system", "user"] for r in requests)  # no assistant turns
+    step1 = [r[-1][1] for r in requests if "New instruction:" not in r[-1][1]]
+    step2 = [r[-1][1] for r in requests if "New instruction:" in r[-1][1]]
+    assert step1 and step2 and len(step1) == len(step2)
+    for text in step1:
+        assert "Does the instruction describe the task?" in text and "Step 2:" in text  # reasoning, two steps
+        assert '\n\nWord: <word>\nAnswer:\n"""' in text  # the full template
+        assert "Model output: " in text and "Correct output: " in text
+        assert len(text.split()) < 150  # vs ~500 words for the paper's two turns
+    last = next(t for t in step2 if t.endswith(f"Current instruction: {TOY_PARTIAL_INSTRUCTION}\nNew instruction:"))
+    assert f"Analysis: {ANALYSIS}" in last
+    assert re.search(rf'"{TOY_SEED_INSTRUCTION}" -> "{TOY_PARTIAL_INSTRUCTION}": 0\.\d\d -> 0\.\d\d', last)  # momentum
+
+
+@pytest.mark.parametrize(
+    ("setting", "needle"),
+    [
+        ({"task_description": False}, "Step 2: write a better instruction."),
+        ({"context": False}, "The model sees the instruction inside this template:"),
+        ({"reasoning_template": False}, "Does the instruction describe the task?"),
+        ({"momentum": False}, "Dev accuracy of earlier edits"),
+    ],
+)
+def test_compact_switches_drop_their_component(setting: dict[str, Any], needle: str) -> None:
+    assert any(needle in c for r in _compact_requests() for _, c in r)
+    assert not any(needle in c for r in _compact_requests(**setting) for _, c in r)
+
+
+def test_compact_states_the_step_size() -> None:
+    texts = [c for r in _compact_requests(step_size=4) for _, c in r]
+    assert any("Change at most 4 words." in t for t in texts)
+
+
+def test_meta_prompt_setting_is_validated() -> None:
+    with pytest.raises(ConfigError, match="meta_prompt"):
+        PE2Optimizer(meta_prompt="short")
