@@ -103,8 +103,10 @@ def test_resumes_after_the_process_is_killed(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(RUN)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, str(script), str(run_dir), str(cache), *PROPOSALS], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    log = tmp_path / "stderr.txt"
+    with log.open("wb") as err:
+        proc = subprocess.Popen([sys.executable, str(script), str(run_dir), str(cache), *PROPOSALS], env=env,
+                                stdout=subprocess.DEVNULL, stderr=err)  # fmt: skip
     deadline = time.monotonic() + 120
     before: list = []
     while time.monotonic() < deadline and proc.poll() is None:
@@ -118,7 +120,7 @@ def test_resumes_after_the_process_is_killed(tmp_path):
                 break
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode() if proc.stderr else ""
+    assert proc.returncode == -signal.SIGKILL, log.read_text()
     before = {t.number: t for t in trials(storage) if t.state == optuna.trial.TrialState.COMPLETE}
     running = [t for t in trials(storage) if t.state == optuna.trial.TrialState.RUNNING]
     assert 4 <= len(before) < 14
