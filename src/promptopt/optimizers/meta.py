@@ -94,7 +94,8 @@ def extract_instruction(
 
     Takes the text inside the first of ``tags`` found (``<prompt>…</prompt>`` by default; OPRO asks for
     ``<INS>…</INS>``) or, with an answer ``cue`` the meta-prompt ends with (``"New instruction:"``), the
-    text after its last occurrence in the reply (a small model often writes a preamble first), skips
+    first line of text after its last occurrence in the reply (a small model often writes a preamble first
+    and commentary after), skips
     announcing lines ("Here's the revised prompt:", markdown headings) when more text follows, takes the
     first non-empty paragraph (the first item of a list), strips lead-ins ("The instruction was:", quotes,
     list markers) and rejects empty, over-long, template-breaking output
@@ -107,8 +108,9 @@ def extract_instruction(
             body = m.group(1)
             break
     else:
-        if cue and (at := body.lower().rfind(cue.lower())) >= 0 and body[at + len(cue) :].strip():
-            body = body[at + len(cue) :]
+        if cue and (at := body.lower().rfind(cue.lower())) >= 0:
+            after = [ln for ln in body[at + len(cue) :].splitlines() if ln.strip().strip("\"'`")]
+            body = after[0] if after else ""  # the cue asks for one line; what follows is commentary
     lines = body.strip().splitlines()
     while len(lines) > 1 and (_LEAD_IN_LINE.match(lines[0]) or not lines[0].strip()):
         lines.pop(0)  # "Here's the revised prompt:" / "## Prompt" / blank, when something follows

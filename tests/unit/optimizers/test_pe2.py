@@ -188,6 +188,8 @@ def test_the_answer_cue_is_only_used_when_given() -> None:
     assert extract_instruction(reply, cue="New instruction:").instruction == "Reverse the word."
     assert extract_instruction(reply).instruction == "Step 1 shows the model misread the task."
     assert extract_instruction("New instruction:", cue="New instruction:").reason == "empty"
+    reply = 'New instruction:\n"""\nReverse the word.\nCorrect answer: drow'
+    assert extract_instruction(reply, cue="New instruction:").instruction == "Reverse the word."
 
 
 def test_compact_meta_prompt_is_one_short_turn_per_step_with_every_component() -> None:
