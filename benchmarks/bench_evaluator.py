@@ -10,14 +10,19 @@ Legs: (a) naive — one ``transformers`` ``generate`` per example, as a user wou
 ``Evaluate`` with ``dspy.Predict`` on the same in-process model through ``dspy.LM("local/...", engine=...)``,
 run as a subprocess of the separate venv ``/work/venv-dspy`` (``--dspy-python``) on fewer examples;
 (c) promptopt's evaluator with an empty cache; (d) the same again with the filled cache (must make 0 calls).
-(a) and (c) are interleaved: each of ``--reps`` rounds times the naive loop on a third of the examples and
+(a) and (c) are interleaved: each of ``--reps`` rounds times the naive loop on its share of the examples and
 promptopt cold on all of them, so a change in machine load hits both; ratios are medians over rounds.
 
 Also measured: a large float32 matmul (the CPU's practical peak, GFLOP/s) against the model FLOPs
 (~2 x parameters per token) each leg spent, and each leg's peak RSS.
 
-    python benchmarks/bench_evaluator.py            # ~15-25 min on 2 busy cores
-    python benchmarks/bench_evaluator.py --n 40 --dspy-n 6 --reps 1 --out /tmp/quick   # smoke run
+The DSPy venv (kept apart because dspy's litellm pins downgrade huggingface-hub and filelock):
+
+    python -m venv /work/venv-dspy && /work/venv-dspy/bin/pip install torch==2.13.0 dspy==3.4.1 transformers==5.24.0
+
+    python benchmarks/bench_evaluator.py --reps 2 --dspy-n 20   # ~20 min on 2 busy cores (the recorded run)
+    python benchmarks/bench_evaluator.py --racing-only --dtype-only   # add the racing and dtype sections
+    python benchmarks/bench_evaluator.py --n 40 --dspy-n 6 --reps 1 --out /tmp/quick/evaluator   # smoke run
 """
 
 from __future__ import annotations
@@ -387,15 +392,198 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         ]
     lines += [
         "",
-        "Ratios are medians over interleaved rounds (naive on a third of the examples, then promptopt cold on all "
-        "of them), so load changes hit both legs. DSPy ran in its own venv as a subprocess on the first "
+        f"Ratios are medians over {len(report['tasks'][0]['rounds'])} interleaved rounds (naive on its share of the "
+        "examples, then promptopt cold on all of them), so load changes hit both legs. ii_antonyms has 100 test "
+        "examples (the whole split). DSPy ran in its own venv as a subprocess on the first "
         "examples only; its ex/s is from that subset. Tokens/s: the naive loop and DSPy count every prompt and "
         "output token they ran; promptopt 'computed' counts the shared prefix once plus each example's own "
         "suffix and output (what it actually ran), 'effective' counts every example's full prompt (the work "
         "a loop without prefix reuse would do). Peak RSS is the process's (model included) during the leg.",
         "",
     ]
+    if "racing" in report:
+        r = report["racing"]
+        lines += [
+            f"## Racing ({r['task']} dev, {r['mode']})",
+            "",
+            "From `--racing-only` (a separate invocation, same machine and model).",
+            "",
+            f"{r['candidates']} candidate instructions on {r['n']} dev examples, stages {r['stages']}, sign-test "
+            f"alpha {r['alpha']}: **{r['evaluations']} evaluations instead of {r['full']} "
+            f"({r['saved']} saved, {100 * r['saved'] / r['full']:.0f}%)**, {r['seconds']:.0f} s vs "
+            f"{r['full_seconds']:.0f} s for full evaluation of every candidate. Winner by racing: "
+            f"{r['race_winner']!r} ({r['race_winner_full']:.3f} on full dev); best on full dev: "
+            f"{r['full_winner']!r} ({r['full_winner_score']:.3f}).",
+            "",
+            "| candidate | full-dev accuracy | race: examples scored | dropped |",
+            "|---|---|---|---|",
+            *[
+                f"| {c['instruction']} | {c['full']:.3f} | {c['scored']} | {'yes' if c['dropped'] else ''} |"
+                for c in r["table"]
+            ],
+            "",
+        ]
+        if not r["dropped"]:
+            lines += [
+                "No candidate was significantly worse than the leader on the examples seen (a sign test on the "
+                "examples where two candidates differ), so none was dropped: the race cost the same evaluations "
+                "in smaller batches. Savings on separable candidates are exercised in tests/unit/test_racing.py.",
+                "",
+            ]
+    if "dtype" in report:
+        d = report["dtype"]
+        lines += [
+            "## CPU dtype: float32 vs bfloat16 (sst2, 8 demos, label scoring)",
+            "",
+            "From `--dtype-only` (a separate invocation, same machine and model).",
+            "",
+            f"This CPU has native bf16 matmuls (AVX512-BF16/AMX): **{d['cpu_bf16']}**. {d['n']} test examples; "
+            "'packed' is the default path (shared prefix, one pass per batch), 'bs16' runs every prompt whole "
+            "in batches of 16, 'bs1' one at a time.",
+            "",
+            "| | float32 | bfloat16 |",
+            "|---|---|---|",
+            f"| ex/s, packed | {d['float32']['packed']:.2f} | {d['bfloat16']['packed']:.2f} |",
+            f"| ex/s, bs16 without prefix reuse | {d['float32']['bs16']:.2f} | {d['bfloat16']['bs16']:.2f} |",
+            f"| max abs log-prob diff, packed vs bs1 | {d['float32']['diff_packed_bs1']:.1e} | "
+            f"{d['bfloat16']['diff_packed_bs1']:.2f} |",
+            f"| max abs log-prob diff, bs16 vs bs1 | {d['float32']['diff_bs16_bs1']:.1e} | "
+            f"{d['bfloat16']['diff_bs16_bs1']:.2f} |",
+            f"| label argmax flips, packed vs bs16 | {d['float32']['flips']} | {d['bfloat16']['flips']} |",
+            "",
+            f"bfloat16 vs float32 (packed): max log-prob diff {d['bf16_vs_fp32_diff']:.2f}, "
+            f'{d["bf16_vs_fp32_flips"]} of {d["n"]} label decisions differ. Decision: `dtype="auto"` stays float32 '
+            "on CPU (reproducible, batch-independent scores; bf16 is not even faster without native support); "
+            '`dtype="fast"` opts in to bf16 where the CPU has AVX512-BF16/AMX, and on GPUs.',
+            "",
+        ]
     path.write_text("\n".join(lines))
+
+
+def dtype_leg(n: int = 48) -> dict[str, Any]:
+    """float32 vs bfloat16 label scoring on sst2: speed, and how much scores move with the batch path."""
+    import dataclasses
+
+    from promptopt.models.base import ScoreRequest
+    from promptopt.models.hf import cpu_has_bf16, load_smollm2
+    from promptopt.taskfile import load_task
+
+    task = load_task(ROOT / "tasks" / "sst2")
+    prompt = dataclasses.replace(task.seed_prompt(), demos=tuple(task.train[:8]))
+    requests = [ScoreRequest(messages=prompt.render(ex), continuations=task.labels) for ex in task.test[:n]]
+    runs: dict[tuple[str, str], list] = {}
+    out: dict[str, Any] = {"cpu_bf16": cpu_has_bf16(), "n": n}
+    for dtype in ("float32", "bfloat16"):
+        hf = load_smollm2(dtype=dtype)
+        hf.score(requests[:4])
+        speed: dict[str, float] = {}
+        for label, batch_size, min_prefix, subset in (("packed", 32, 16, n), ("bs16", 16, 0, n), ("bs1", 1, 0, n // 2)):
+            hf.batch_size, hf.min_prefix = batch_size, min_prefix
+            hf.clear_prefix_cache()
+            t = time.perf_counter()
+            runs[dtype, label] = hf.score(requests[:subset])
+            speed[label] = subset / (time.perf_counter() - t)
+        out[dtype] = speed
+        del hf
+
+    def argmax(rs: list) -> list[int]:
+        return [max(range(len(x.logprobs)), key=x.logprobs.__getitem__) for x in rs]
+
+    def diff(a: list, b: list) -> float:
+        return max(abs(u - v) for x, y in zip(a, b, strict=True) for u, v in zip(x.logprobs, y.logprobs, strict=True))
+
+    for dtype in ("float32", "bfloat16"):
+        packed, bs16, bs1 = (runs[dtype, k] for k in ("packed", "bs16", "bs1"))
+        out[dtype]["diff_packed_bs1"] = diff(packed[: len(bs1)], bs1)
+        out[dtype]["diff_bs16_bs1"] = diff(bs16[: len(bs1)], bs1)
+        out[dtype]["flips"] = sum(a != b for a, b in zip(argmax(packed), argmax(bs16), strict=True))
+    fp32, bf16 = runs["float32", "packed"], runs["bfloat16", "packed"]
+    out["bf16_vs_fp32_diff"] = diff(fp32, bf16)
+    out["bf16_vs_fp32_flips"] = sum(a != b for a, b in zip(argmax(fp32), argmax(bf16), strict=True))
+    return out
+
+
+RACE_TASK = "sst2"
+RACE_CANDIDATES = [  # (instruction, demo labels: "" none, "true", "flipped", or one label for all)
+    ("Is the sentiment of this movie review positive or negative?", ""),
+    ("Is the sentiment of this movie review positive or negative?", "true"),
+    ("Is the sentiment of this movie review positive or negative?", "flipped"),
+    ("Is the sentiment of this movie review positive or negative?", "negative"),
+    ("Classify the review as positive or negative.", "flipped"),
+    ("Translate the review into French.", ""),
+]
+"""Candidates as a demo-selection or instruction search meets them: some demo sets mislabelled."""
+
+
+def _demos(task: Any, labels: str) -> tuple:
+    from promptopt import Example
+
+    if not labels:
+        return ()
+    flip = {"positive": "negative", "negative": "positive"}
+    out = []
+    balanced = [ex for ex in task.train if ex.answer == "positive"][:4] + [
+        ex for ex in task.train if ex.answer == "negative"
+    ][:4]
+    for ex in balanced:
+        answer = ex.answer if labels == "true" else flip[ex.answer] if labels == "flipped" else labels
+        out.append(Example(id=ex.id, inputs=ex.inputs, target=answer))
+    return tuple(out)
+
+
+def racing_leg(hf: Any) -> dict[str, Any]:
+    """Race candidate prompts on a dev split, then score all fully, to show what racing saves and keeps."""
+    import dataclasses
+
+    from promptopt.budget import BudgetTracker
+    from promptopt.client import ModelClient
+    from promptopt.evaluation import Evaluator
+    from promptopt.racing import race
+    from promptopt.taskfile import load_task
+
+    task = load_task(ROOT / "tasks" / RACE_TASK)
+    seed = task.seed_prompt()
+    candidates = [
+        dataclasses.replace(
+            seed.with_instruction(text, origin="bench"), demos=_demos(task, labels), meta={"demos": labels}
+        )
+        for text, labels in RACE_CANDIDATES
+    ]
+    dev = list(task.dev)
+    evaluator = Evaluator(task, ModelClient(hf, cache=None, budget=BudgetTracker()))
+    t = time.perf_counter()
+    raced = race(evaluator, candidates, dev, first=10, stages=4, alpha=0.05)
+    seconds = time.perf_counter() - t
+    t = time.perf_counter()
+    full = {p.id: evaluator.evaluate(p, dev).mean for p in candidates}
+    full_seconds = time.perf_counter() - t
+    scored = {pid: sum(r.n for r in results) for pid, results in raced.results.items()}
+    survivors = {p.id for p, _ in raced.ranking}
+    best = max(candidates, key=lambda p: full[p.id])
+    winner = raced.ranking[0][0]
+    return {
+        **raced.summary,
+        "task": RACE_TASK,
+        "mode": evaluator.resolved_mode,
+        "n": len(dev),
+        "alpha": 0.05,
+        "full": len(dev) * len(candidates),
+        "seconds": seconds,
+        "full_seconds": full_seconds,
+        "race_winner": winner.instruction,
+        "race_winner_full": full[winner.id],
+        "full_winner": best.instruction,
+        "full_winner_score": full[best.id],
+        "table": [
+            {
+                "instruction": p.instruction + (f" (8 demos, labels: {p.meta['demos']})" if p.demos else " (0-shot)"),
+                "full": full[p.id],
+                "scored": scored[p.id],
+                "dropped": p.id not in survivors,
+            }
+            for p in candidates
+        ],
+    }
 
 
 def main() -> None:
@@ -408,6 +596,8 @@ def main() -> None:
     )
     parser.add_argument("--tasks", nargs="+", default=list(TASKS))
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "evaluator"))
+    parser.add_argument("--racing-only", action="store_true", help="add the racing demo to an existing --out run")
+    parser.add_argument("--dtype-only", action="store_true", help="add the fp32/bf16 comparison to an --out run")
     parser.add_argument("--dspy-leg", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.dspy_leg:
@@ -423,6 +613,17 @@ def main() -> None:
     from promptopt.models.hf import load_smollm2
 
     torch.set_num_threads(1)
+    out = Path(args.out)
+    if args.racing_only or args.dtype_only:
+        report = json.loads(out.with_suffix(".json").read_text())
+        if args.racing_only:
+            report["racing"] = racing_leg(load_smollm2(dtype="float32"))
+        if args.dtype_only:
+            report["dtype"] = dtype_leg()
+        out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
+        write_markdown(report, out.with_suffix(".md"))
+        print(out.with_suffix(".md").read_text())
+        return
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     load_start = os.getloadavg()
     peak = statistics.median(matmul_gflops(torch) for _ in range(3))
@@ -448,7 +649,6 @@ def main() -> None:
         },
         "tasks": tasks,
     }
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
     write_markdown(report, out.with_suffix(".md"))
