@@ -193,6 +193,27 @@ class Race:
                 logger.debug("race: %s dropped after %d examples (%d-%d vs %s)", p.id, len(seen), wins, losses, leader)
 
 
+@dataclass
+class RaceTotals:
+    """Totals over one run's races, reported in the run's result (``saved``: evaluations racing avoided)."""
+
+    races: int = 0
+    raced: int = 0
+    dropped: int = 0
+    evaluations: int = 0
+    saved: int = 0
+
+    def add(self, race: Race) -> dict[str, Any]:
+        """Count a finished race; returns its summary."""
+        summary = race.summary()
+        self.races += 1
+        self.raced += summary["candidates"]
+        self.dropped += summary["dropped"]
+        self.evaluations += summary["evaluations"]
+        self.saved += summary["saved"]
+        return summary
+
+
 @dataclass(frozen=True)
 class RaceResult:
     """What :func:`race` returns: survivors ranked by their score on the whole race set."""

@@ -36,6 +36,8 @@ class OptimizationResult:
     n_trials: int = 0
     stop_reason: str = ""
     rejected: dict[str, int] = field(default_factory=dict)
+    racing: dict[str, int] = field(default_factory=dict)
+    """Racing totals (races, raced, dropped, evaluations, saved) for optimizers that race candidates."""
     usage: dict[str, Any] = field(default_factory=dict)
     run_dir: str | None = None
     versions: dict[str, str] = field(default_factory=dict)
@@ -93,6 +95,12 @@ class OptimizationResult:
             f"{total.get('tokens', 0)} tokens, ${total.get('cost', 0.0):.4f}, {total.get('cache_hits', 0)} cache hits, "
             f"{self.usage.get('elapsed_seconds', 0.0):.1f}s; {self.n_trials} trials; stopped: {self.stop_reason}"
         )
+        if self.racing.get("races"):
+            r = self.racing
+            lines.append(
+                f"racing: {r['dropped']} of {r['raced']} candidates dropped early in {r['races']} races, "
+                f"{r['saved']} of {r['saved'] + r['evaluations']} evaluations saved"
+            )
         if self.rejected:
             lines.append("rejected proposals: " + ", ".join(f"{k} {v}" for k, v in sorted(self.rejected.items())))
         lines.append(f"best instruction: {self.best_prompt.instruction}")

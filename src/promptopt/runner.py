@@ -423,6 +423,7 @@ class _Run:
             n_trials=len(self.history),
             stop_reason=stop_reason,
             rejected=dict(state.rejected),
+            racing=asdict(self.optimizer.racing) if self.optimizer.racing else {},
             usage=self.client.budget.to_dict(),
             run_dir=str(self.run_dir) if self.run_dir else None,
             versions=versions(),

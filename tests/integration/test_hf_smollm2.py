@@ -32,9 +32,7 @@ LABELS = ("positive", "negative")
 
 def review_requests() -> list[ScoreRequest]:
     return [
-        ScoreRequest(
-            messages=(Message("system", DEFAULT_SYSTEM), Message("user", PROMPT + text)), continuations=LABELS
-        )
+        ScoreRequest(messages=(Message("system", DEFAULT_SYSTEM), Message("user", PROMPT + text)), continuations=LABELS)
         for text, _ in REVIEWS
     ]
 
@@ -45,9 +43,7 @@ def predictions(model: Model) -> list[str]:
     return [LABELS[max(range(len(LABELS)), key=s.logprobs.__getitem__)] for s in scores]
 
 
-def test_conversion_cache_is_reused(
-    smollm2: Model, smollm2_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_conversion_cache_is_reused(smollm2: Model, smollm2_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert (smollm2_dir / "config.json").is_file() and (smollm2_dir / "chat_template.jinja").is_file()
 
     def no_conversion(*args: object) -> None:
@@ -79,9 +75,7 @@ def test_greedy_chat_generation(smollm2: Model) -> None:
     assert 0 < completion.completion_tokens <= 24
 
 
-def test_label_scoring_sentiment(
-    smollm2: Model, smollm2_dir: Path, record_property: pytest.RecordProperty
-) -> None:
+def test_label_scoring_sentiment(smollm2: Model, smollm2_dir: Path, record_property: pytest.RecordProperty) -> None:
     fp32 = predictions(smollm2)
     correct = sum(p == gold for p, (_, gold) in zip(fp32, REVIEWS, strict=True))
     bf16 = predictions(hf.load_smollm2(cache_dir=smollm2_dir, dtype="bfloat16"))

@@ -150,8 +150,8 @@ def test_beam_search_races_children_on_growing_minibatches() -> None:
         cache=False,
         evaluate_test=False,
     )
-    assert opt.racing["races"] >= 1 and opt.racing["raced"] >= 2
-    assert opt.racing["dropped"] >= 1 and opt.racing["saved"] > 0
+    assert opt.racing.races >= 1 and opt.racing.raced >= 2
+    assert opt.racing.dropped >= 1 and opt.racing.saved > 0
     assert res.best_dev["mean"] > res.baseline_dev["mean"]
 
 
@@ -177,7 +177,9 @@ def test_ape_races_and_single_stage_keeps_one_fixed_minibatch() -> None:
         return opt, res
 
     raced, raced_result = go(race_alpha=0.2)
-    assert raced.sizes == [5, 10, 20] and raced.racing["dropped"] >= 1 and raced.racing["saved"] > 0
+    assert raced.sizes == [5, 10, 20] and raced.racing.dropped >= 1 and raced.racing.saved > 0
     assert raced_result.best_prompt.instruction == TOY_BEST_INSTRUCTION
+    assert raced_result.racing["saved"] == raced.racing.saved > 0  # reported in the result
+    assert "evaluations saved" in raced_result.format()
     fixed, _ = go(race_stages=1)
-    assert fixed.sizes == [5] and fixed.racing["dropped"] == 0 and fixed.racing["saved"] == 0
+    assert fixed.sizes == [5] and fixed.racing.dropped == 0 and fixed.racing.saved == 0

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Literal
 from promptopt.candidate import Prompt
 from promptopt.optimizers.base import EvalRequest, Optimizer, RunContext, RunState, register_optimizer
 from promptopt.optimizers.meta import Proposer, extract_instruction, format_example, render_meta_prompt
-from promptopt.racing import Race, RacingConfig
+from promptopt.racing import Race, RaceTotals, RacingConfig
 
 if TYPE_CHECKING:
     from promptopt.history import TrialRecord
@@ -59,8 +59,7 @@ class APEOptimizer(Optimizer):
         self.phase: Phase = "induce"
         self.round = 0
         self.race: Race | None = None
-        self.racing: dict[str, int] = {"races": 0, "raced": 0, "dropped": 0, "evaluations": 0, "saved": 0}
-        """Totals over this run's races; ``saved``: evaluations (model calls when uncached) racing avoided."""
+        self.racing = RaceTotals()
 
     def propose(self, state: RunState) -> Sequence[Prompt | EvalRequest]:
         if self.phase == "induce":
@@ -70,11 +69,7 @@ class APEOptimizer(Optimizer):
             stage = self.race.requests()
             if stage:
                 return stage
-            summary = self.race.summary()
-            self.racing["races"] += 1
-            self.racing["raced"] += summary["candidates"]
-            for key in ("dropped", "evaluations", "saved"):
-                self.racing[key] += summary[key]
+            self.racing.add(self.race)
             self.phase = "resample" if self.round < self.config.resample_rounds else "done"
             promoted = [p for p, _ in self.race.ranking()[: self.config.top_k]]
             if promoted:

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from promptopt.client import ModelClient
     from promptopt.evaluation import Evaluator
     from promptopt.history import History, TrialRecord
+    from promptopt.racing import RaceTotals
     from promptopt.task import Task
 
 
@@ -100,6 +101,8 @@ class Optimizer:
     uses_proposer: ClassVar[bool] = False
     needs_trainable_model: ClassVar[bool] = False
     """Trains in process (soft prompts): the runner refuses a task model without ``capabilities.trainable``."""
+    racing: RaceTotals | None = None
+    """Set by optimizers that race candidates; the runner copies the totals into the result."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -29,7 +29,7 @@ from promptopt.data import Example
 from promptopt.exceptions import ConfigError
 from promptopt.models.base import GenerationRequest, Message
 from promptopt.optimizers.base import EvalRequest, Optimizer, RunContext, RunState
-from promptopt.racing import Race, RacingConfig
+from promptopt.racing import Race, RaceTotals, RacingConfig
 from promptopt.template import PromptTemplate, render_string
 
 if TYPE_CHECKING:
@@ -458,8 +458,7 @@ class BeamSearchOptimizer(Optimizer):
         self._children: list[Prompt] = []
         self._minibatch: tuple[Example, ...] = ()
         self._race: Race | None = None
-        self.racing: dict[str, int] = {"races": 0, "raced": 0, "dropped": 0, "evaluations": 0, "saved": 0}
-        """Totals over this run's races; ``saved``: evaluations (model calls when uncached) racing avoided."""
+        self.racing = RaceTotals()
 
     # -- for subclasses ---------------------------------------------------------------------------
     def children(self, parents: Sequence[TrialRecord], state: RunState) -> list[Prompt]:
@@ -579,17 +578,13 @@ class BeamSearchOptimizer(Optimizer):
         return out
 
     def _count_race(self, race: Race) -> None:
-        summary = race.summary()
-        self.racing["races"] += 1
-        self.racing["raced"] += summary["candidates"]
-        for key in ("dropped", "evaluations", "saved"):
-            self.racing[key] += summary[key]
+        summary = self.racing.add(race)
         logger.info(
             "race %d: %d of %d children dropped early; %d evaluations saved so far",
-            self.racing["races"],
+            self.racing.races,
             summary["dropped"],
             summary["candidates"],
-            self.racing["saved"],
+            self.racing.saved,
         )
 
     def _promote(self, state: RunState) -> list[Prompt]:
