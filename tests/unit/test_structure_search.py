@@ -79,13 +79,21 @@ def test_robust_objective_scores_each_trial_over_formats(tmp_run_dir):
 
 RUN = textwrap.dedent(
     """
-    import sys, time
+    import sqlite3, sys, time
+    from pathlib import Path
     import promptopt
     from promptopt.presets import load_optimizer
     from promptopt.testing import make_toy_task, rule_model, toy_answer, TOY_SYSTEM
 
     def slow(user):
-        time.sleep(0.03)
+        # once 5 trials are complete, hang inside the next evaluation until the test kills us (no timing race)
+        db = Path(run_dir) / "optuna.sqlite"
+        if db.is_file():
+            with sqlite3.connect(db, timeout=30) as con:
+                done = con.execute("SELECT COUNT(*) FROM trials WHERE state = 'COMPLETE'").fetchone()[0]
+            if done >= 5:
+                (Path(run_dir) / "hanging").touch()
+                time.sleep(3600)
         return toy_answer(user)
 
     run_dir, cache, proposals = sys.argv[1], sys.argv[2], sys.argv[3:]
@@ -107,17 +115,10 @@ def test_resumes_after_the_process_is_killed(tmp_path):
     with log.open("wb") as err:
         proc = subprocess.Popen([sys.executable, str(script), str(run_dir), str(cache), *PROPOSALS], env=env,
                                 stdout=subprocess.DEVNULL, stderr=err)  # fmt: skip
-    deadline = time.monotonic() + 120
-    before: list = []
-    while time.monotonic() < deadline and proc.poll() is None:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None and not (run_dir / "hanging").exists():
         time.sleep(0.2)
-        if (run_dir / "optuna.sqlite").is_file():
-            try:
-                before = [t for t in trials(storage) if t.state == optuna.trial.TrialState.COMPLETE]
-            except (KeyError, Exception):  # the study is being created
-                continue
-            if len(before) >= 4:
-                break
+    assert (run_dir / "hanging").exists(), log.read_text()  # the child is stuck mid-run after 5 trials
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL, log.read_text()
