@@ -214,6 +214,7 @@ class Evaluator:
                     stop=gen.stop,
                     temperature=temperature,
                     sample=j + 1 if temperature > 0 else 0,
+                    labels=self.task.labels or (),
                 )
                 for g in groups
                 for j, m in enumerate(g)

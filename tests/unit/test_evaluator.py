@@ -64,6 +64,18 @@ def test_generate_mode_parses_the_text(clf_task):
     assert result.records[0].raw.startswith("I think it is")
     assert result.records[0].prediction in ("positive", "negative")
     assert result.records[0].label_logprobs is None
+    # the labels travel with the request, so a token-by-token backend can stop once one is complete
+    assert all(r.labels == ("positive", "negative") for r in model.requests)
+
+
+def test_completes_label() -> None:
+    from promptopt.models import GenerationRequest
+
+    req = GenerationRequest(messages=(), labels=("no", "not sure", "Yes"))
+    assert req.completes_label(" yes") and req.completes_label("not sure")
+    assert not req.completes_label("no")  # 'not sure' may follow
+    assert not req.completes_label("ye") and not req.completes_label("yes!")
+    assert "labels" not in GenerationRequest(messages=()).key()  # cache keys of other requests are unchanged
 
 
 def test_generation_task_uses_generate_mode(toy_task):

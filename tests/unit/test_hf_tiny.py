@@ -150,6 +150,19 @@ def test_stop_strings_truncate(model: HFModel) -> None:
     assert cut.completion_tokens <= model.generate([request])[0].completion_tokens
 
 
+def test_generation_stops_once_a_label_is_complete(model: HFModel) -> None:
+    request = GenerationRequest(messages=chat("hello"), max_tokens=12, temperature=1.0, sample=3)
+    full = model.generate([request])[0]
+    prefix = model.tokenizer.decode(model.tokenizer.encode(full.text, add_special_tokens=False)[:2])
+    assert prefix and len(prefix) < len(full.text)
+    labels = (prefix.strip().upper(), "\u2603 never generated")
+    cut = model.generate([GenerationRequest(**{**request.__dict__, "labels": labels})])[0]
+    assert cut.text.strip() == prefix.strip() and cut.completion_tokens < full.completion_tokens
+    # a label that a longer label continues is not complete yet
+    longer = (prefix.strip(), full.text.strip())
+    assert model.generate([GenerationRequest(**{**request.__dict__, "labels": longer})])[0].text == full.text
+
+
 def naive_logprob(model: HFModel, messages: tuple[Message, ...], continuation: str) -> float:
     """The continuation's log-probability from one unpadded forward pass over prompt + continuation."""
     text, prompt = model._render(messages)

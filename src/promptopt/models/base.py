@@ -27,16 +27,21 @@ Messages = tuple[Message, ...]
 
 @dataclass(frozen=True, kw_only=True)
 class GenerationRequest:
-    """Generate a completion for ``messages``. ``sample`` distinguishes repeated samples at temperature > 0."""
+    """Generate a completion for ``messages``. ``sample`` distinguishes repeated samples at temperature > 0.
+
+    ``labels``: a backend that decodes token by token may stop as soon as the reply (stripped, case-folded) is
+    one of these and no longer label continues it — the answer of a classification task is complete.
+    """
 
     messages: Messages
     max_tokens: int = 64
     temperature: float = 0.0
     stop: tuple[str, ...] = ()
     sample: int = 0
+    labels: tuple[str, ...] = ()
 
     def key(self) -> dict[str, Any]:
-        return {
+        key = {
             "kind": "generate",
             "messages": [m.to_dict() for m in self.messages],
             "max_tokens": self.max_tokens,
@@ -44,6 +49,15 @@ class GenerationRequest:
             "stop": list(self.stop),
             "sample": self.sample if self.temperature > 0 else 0,
         }
+        if self.labels:
+            key["labels"] = list(self.labels)
+        return key
+
+    def completes_label(self, text: str) -> bool:
+        """True when ``text`` is one of :attr:`labels` and no longer label starts with it."""
+        reply = text.strip().casefold()
+        folded = [label.strip().casefold() for label in self.labels]
+        return reply in folded and not any(f != reply and f.startswith(reply) for f in folded)
 
 
 @dataclass(frozen=True, kw_only=True)

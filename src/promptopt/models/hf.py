@@ -595,15 +595,18 @@ class HFModel:
         return int(torch.multinomial(probs, 1, generator=generator))
 
     def _finished(self, item: _Gen, tokens: list[int], token: int) -> str | None:
-        """The final text if the row is done (eos, stop string or token limit), else None."""
+        """The final text if the row is done (eos, stop string, a completed label or token limit), else None."""
         eos = token in self._eos
-        if not (eos or item.request.stop or len(tokens) >= item.max_new):
+        request = item.request
+        if not (eos or request.stop or request.labels or len(tokens) >= item.max_new):
             return None
         text = self.tokenizer.decode(tokens[:-1] if eos else tokens, skip_special_tokens=True)
-        cut = min((i for i in (text.find(s) for s in item.request.stop if s) if i >= 0), default=-1)
+        cut = min((i for i in (text.find(s) for s in request.stop if s) if i >= 0), default=-1)
         if cut >= 0:
             return text[:cut]
-        return text if eos or len(tokens) >= item.max_new else None
+        if eos or len(tokens) >= item.max_new or (request.labels and request.completes_label(text)):
+            return text
+        return None
 
 
 def load_smollm2(*, cache_dir: str | Path | None = None, **options: Any) -> HFModel:
