@@ -29,6 +29,13 @@ presets in ``optimizers/pe2-*.yaml``):
   (back-tracking), children raced on a dev minibatch before the full dev split
   (:class:`~promptopt.optimizers.meta.BeamSearchOptimizer`).
 
+- *Meta-prompt wording* (``meta_prompt``): ``"paper"`` (default) is the reference's two-turn conversation with
+  its assistant acknowledgement turn. ``"compact"`` (``meta_prompts/pe2_compact.jinja``, preset
+  ``pe2-compact``) keeps the components above in one short user turn per step and ends Step 2 with
+  ``Current instruction: …`` / ``New instruction:``; the new prompt is the first line after that cue in the
+  reply. It is for small proposers, which the paper's wording sends into chat mode ("I'd be happy to help
+  with this prompt engineering problem…"; ``benchmarks/results/meta_optimizers.md``).
+
 Left out: the optional prompt-engineering tutorial and optimizer tutorial the reference can prepend
 (several thousand words; they did not help consistently in the paper and would swamp a small
 proposer's context), and instruction induction as initialisation (start from the task's seed prompt;
