@@ -9,15 +9,13 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-import tokenizers
 import torch
-import transformers
 
 from promptopt.exceptions import ConfigError
 from promptopt.models.base import GenerationRequest, Message, ScoreRequest
 from promptopt.models.hf import HFModel
+from promptopt.testing.tiny import build_tiny_llama
 
-SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 # SmolLM2's template, including the default system prompt it injects when there is none.
 TEMPLATE = (
     "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
@@ -36,38 +34,9 @@ CONTEXT = 96
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    bpe = tokenizers.Tokenizer(tokenizers.models.BPE())
-    bpe.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = tokenizers.decoders.ByteLevel()
-    trainer = tokenizers.trainers.BpeTrainer(
-        vocab_size=320,
-        special_tokens=SPECIALS,
-        initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet(),
-    )
-    bpe.train_from_iterator(CORPUS * 10, trainer)
-    tokenizer = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=bpe, bos_token="<|im_start|>", eos_token="<|im_end|>", pad_token="<|im_end|>"
-    )
-    tokenizer.chat_template = TEMPLATE
-    ids = tokenizer.convert_tokens_to_ids(SPECIALS)
-    config = transformers.LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=CONTEXT,
-        initializer_range=0.2,  # spread-out logits: no near-ties that float noise could flip
-        bos_token_id=ids[1],
-        eos_token_id=ids[2],
-        pad_token_id=ids[2],
-    )
-    torch.manual_seed(0)
     path = tmp_path_factory.mktemp("tiny-llama")
-    transformers.LlamaForCausalLM(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    # spread-out logits (initializer_range 0.2): no near-ties that float noise could flip
+    return build_tiny_llama(path, CORPUS * 10, chat_template=TEMPLATE, max_positions=CONTEXT, initializer_range=0.2)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
 import peft
-import tokenizers
 import torch
 import transformers
 from typer.testing import CliRunner
@@ -36,9 +35,9 @@ from promptopt.models.soft import (
 )
 from promptopt.optimizers.soft_prompt import SoftPromptOptimizer
 from promptopt.task import GenerationConfig
+from promptopt.testing.tiny import build_tiny_llama
 from promptopt.vectors import TaskPromptVector, VectorStore
 
-SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
@@ -49,37 +48,15 @@ COLOURS = ["red", "blue", "green", "black", "white", "pink", "gray", "brown"]
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    bpe = tokenizers.Tokenizer(tokenizers.models.BPE())
-    bpe.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = tokenizers.decoders.ByteLevel()
-    trainer = tokenizers.trainers.BpeTrainer(
-        vocab_size=300, special_tokens=SPECIALS, initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet()
-    )
-    bpe.train_from_iterator([" ".join([*ANIMALS, *COLOURS, "yes", "no", "is it an animal? word:"])] * 20, trainer)
-    tokenizer = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=bpe, bos_token="<|im_start|>", eos_token="<|im_end|>", pad_token="<|im_end|>"
-    )
-    tokenizer.chat_template = TEMPLATE
-    ids = tokenizer.convert_tokens_to_ids(SPECIALS)
-    config = transformers.LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
+    corpus = [" ".join([*ANIMALS, *COLOURS, "yes", "no", "is it an animal? word:"])] * 20
+    return build_tiny_llama(
+        tmp_path_factory.mktemp("tiny-llama"),
+        corpus,
+        chat_template=TEMPLATE,
+        vocab_size=300,
         initializer_range=0.3,
         tie_word_embeddings=True,
-        bos_token_id=ids[1],
-        eos_token_id=ids[2],
-        pad_token_id=ids[2],
     )
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("tiny-llama")
-    transformers.LlamaForCausalLM(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="module")
