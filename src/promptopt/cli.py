@@ -154,6 +154,13 @@ def optimize(
     model_opt: Annotated[list[str], typer.Option(help="Backend option key=value (repeatable).")] = [],  # noqa: B006
     cache: Annotated[Path | None, typer.Option(help="Response cache file (default ~/.cache/promptopt).")] = None,
     no_test: Annotated[bool, typer.Option("--no-test", help="Skip the held-out test evaluation.")] = False,
+    select: Annotated[
+        str,
+        typer.Option(
+            help="'best': the best dev score wins; 'significant': replace the seed prompt only if the paired dev "
+            "gain's 95% CI is above 0."
+        ),
+    ] = "best",
     batch_size: Annotated[int, typer.Option(help="Requests per model batch.")] = 32,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
@@ -202,6 +209,7 @@ def optimize(
                 callbacks=callbacks,
                 evaluate_test=not no_test,
                 batch_size=batch_size,
+                select=select,  # type: ignore[arg-type]
             )
 
     result = guarded(run)

@@ -33,6 +33,10 @@ class OptimizationResult:
     best_test: dict[str, Any] | None = None
     test_comparison: dict[str, Any] | None = None
     """Paired bootstrap of best − seed on the test split."""
+    dev_comparison: dict[str, Any] | None = None
+    """Paired bootstrap of the best dev candidate − seed on the dev split (None when no candidate beat the seed)."""
+    selection: str = "best dev score"
+    """How the best prompt was chosen (``select``), e.g. why the seed prompt was kept."""
     n_trials: int = 0
     stop_reason: str = ""
     rejected: dict[str, int] = field(default_factory=dict)
@@ -95,6 +99,8 @@ class OptimizationResult:
             f"{total.get('tokens', 0)} tokens, ${total.get('cost', 0.0):.4f}, {total.get('cache_hits', 0)} cache hits, "
             f"{self.usage.get('elapsed_seconds', 0.0):.1f}s; {self.n_trials} trials; stopped: {self.stop_reason}"
         )
+        if self.selection.startswith("seed prompt kept"):
+            lines.append(self.selection)
         if self.racing.get("races"):
             r = self.racing
             lines.append(

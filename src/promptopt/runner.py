@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from promptopt.budget import Budget, BudgetTracker
 from promptopt.cache import ResponseCache, default_cache_path
@@ -37,6 +37,8 @@ from promptopt.taskfile import load_task
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
+Selection = Literal["best", "significant"]
+SELECTIONS: tuple[str, ...] = get_args(Selection)
 
 
 def open_cache(cache: ResponseCache | str | Path | bool) -> ResponseCache | None:
@@ -87,6 +89,7 @@ def optimize(
     evaluate_test: bool = True,
     batch_size: int = 32,
     mode: Mode = "auto",
+    select: Selection = "best",
     resume: bool = False,
 ) -> OptimizationResult:
     """Optimize ``task``'s prompt with ``optimizer`` for ``model`` within ``budget``.
@@ -95,7 +98,12 @@ def optimize(
     (see :func:`promptopt.models.get_model`). ``proposer`` (the model that writes prompts) defaults to
     ``model``. With ``run_dir`` the run writes config.json, history.jsonl, usage.json, result.json and
     the best prompt's export there; ``resume=True`` continues an interrupted run in that directory.
+
+    ``select="significant"`` guards against the winner's curse: the best dev candidate replaces the seed prompt
+    only if its paired dev gain over the seed has a 95% CI above 0; otherwise the seed prompt is returned.
     """
+    if select not in SELECTIONS:
+        raise ConfigError(f"select must be one of {', '.join(SELECTIONS)}, got {select!r}", field="select")
     if resume and run_dir is None:
         raise ConfigError("resume=True needs the run_dir of the run to continue.", field="run_dir")
     task_spec = str(task) if isinstance(task, str | Path) else task.source
@@ -127,6 +135,7 @@ def optimize(
         "evaluate_test": evaluate_test,
         "batch_size": batch_size,
         "mode": mode,
+        "select": select,
     }
     tracker = BudgetTracker(budget=budget)
     previous: list[TrialRecord] = []
@@ -210,6 +219,7 @@ def resume(
         evaluate_test=cfg["evaluate_test"],
         batch_size=cfg["batch_size"],
         mode=cfg["mode"],
+        select=cfg.get("select", "best"),
         resume=True,
     )
 
@@ -381,7 +391,18 @@ class _Run:
         except BudgetExhausted as exc:
             stop_reason = str(exc)
         best = self.history.best() or seed_record
-        return self._finish(config, seed_record, best, stop_reason, evaluate_test, state)
+        selection, dev_comparison = "best dev score", None
+        if best is not seed_record:
+            assert seed_record.result is not None and best.result is not None
+            gain = compare(seed_record.result, best.result)
+            dev_comparison = gain.to_dict()
+            if config["select"] == "significant" and gain.ci_low <= 0:
+                selection = (
+                    f"seed prompt kept: the best candidate ({best.prompt.id}) gained {gain.diff:+.3f} on dev "
+                    f"[95% CI {gain.ci_low:+.3f}–{gain.ci_high:+.3f}], not significant"
+                )
+                best = seed_record
+        return self._finish(config, seed_record, best, stop_reason, evaluate_test, state, selection, dev_comparison)
 
     def _finish(
         self,
@@ -391,6 +412,8 @@ class _Run:
         stop_reason: str,
         evaluate_test: bool,
         state: RunState,
+        selection: str,
+        dev_comparison: dict[str, Any] | None,
     ) -> OptimizationResult:
         assert seed_record.result is not None and best.result is not None
         baseline_test = best_test = comparison = None
@@ -423,6 +446,8 @@ class _Run:
             n_trials=len(self.history),
             stop_reason=stop_reason,
             rejected=dict(state.rejected),
+            selection=selection,
+            dev_comparison=dev_comparison,
             racing=asdict(self.optimizer.racing) if self.optimizer.racing else {},
             usage=self.client.budget.to_dict(),
             run_dir=str(self.run_dir) if self.run_dir else None,

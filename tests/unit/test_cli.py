@@ -172,3 +172,14 @@ def test_bad_options(tmp_path: Path, bad: str) -> None:
     task = write_task(tmp_path / "t")
     code, _, err = run("optimize", "--task", str(task), "--model", "fake:echo", "--runs-dir", str(tmp_path), bad)
     assert code == 2, err
+
+
+def test_optimize_select_option(tmp_path: Path) -> None:
+    task = write_task(tmp_path / "toy")
+    base = ["optimize", "--task", str(task), "--optimizer", "baseline", "--model", "fake:echo", "--no-test"]
+    base += ["--runs-dir", str(tmp_path / "runs"), "--cache", str(tmp_path / "cache.sqlite")]
+    code, out, err = run(*base, "--select", "significant", "--json")
+    assert code == 0, err
+    assert json.loads(Path(json.loads(out)["run_dir"], "config.json").read_text())["select"] == "significant"
+    code, _, err = run(*base, "--select", "luck")
+    assert code == 2 and "select" in err and len(err.strip().splitlines()) == 1

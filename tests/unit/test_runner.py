@@ -451,3 +451,36 @@ def test_failed_trial_is_recorded(toy_task, tmp_run_dir):
     assert len(failed) == 1
     assert "'nope' is undefined" in failed[0].error
     assert failed[0].result is None
+
+
+# -- selection: guard against the winner's curse ----------------------------------------------------------
+
+
+def _one_candidate_run(n_dev: int, select: str, **kwargs) -> OptimizationResult:
+    from promptopt.testing import make_toy_task
+
+    opt = load_optimizer("ape", n_prompts=1, minibatch_size=n_dev, top_k=1, resample_rounds=0)
+    task = make_toy_task(n_train=4, n_dev=n_dev, n_test=4)
+    proposer = scripted_proposer([TOY_PARTIAL_INSTRUCTION] * 5)
+    return optimize(task, opt, toy_model(), proposer=proposer, cache=False, select=select, **kwargs)
+
+
+def test_select_significant_keeps_the_seed_when_the_dev_gain_is_noise() -> None:
+    best = _one_candidate_run(4, "best")
+    assert best.best_prompt.instruction == TOY_PARTIAL_INSTRUCTION and best.selection == "best dev score"
+    kept = _one_candidate_run(4, "significant")
+    assert kept.best_prompt.instruction == TOY_SEED_INSTRUCTION and not kept.improved
+    assert kept.dev_comparison is not None and kept.dev_comparison["ci_low"] <= 0 < kept.dev_comparison["diff"]
+    assert kept.selection.startswith("seed prompt kept") and kept.selection in kept.format()
+
+
+def test_select_significant_accepts_a_clear_gain(tmp_run_dir) -> None:
+    result = _one_candidate_run(24, "significant", run_dir=tmp_run_dir)
+    assert result.best_prompt.instruction == TOY_PARTIAL_INSTRUCTION and result.dev_comparison["ci_low"] > 0
+    assert json.loads((tmp_run_dir / "config.json").read_text())["select"] == "significant"
+    assert OptimizationResult.load(tmp_run_dir).selection == "best dev score"
+
+
+def test_unknown_selection_is_refused(toy_task) -> None:
+    with pytest.raises(ConfigError, match="select"):
+        optimize(toy_task, "baseline", toy_model(), select="luck")  # type: ignore[arg-type]
