@@ -73,6 +73,11 @@ class EvalResult:
     def scores(self) -> list[float]:
         return [r.score for r in self.records]
 
+    @cached_property
+    def by_example(self) -> dict[str, float]:
+        """Score per example id."""
+        return {r.example_id: r.score for r in self.records}
+
     @property
     def mean(self) -> float:
         return mean(self.scores)
@@ -138,7 +143,7 @@ class EvalResult:
 
 def compare(a: EvalResult, b: EvalResult) -> PairedComparison:
     """Paired bootstrap comparison of two prompts on the examples both were scored on (B − A)."""
-    sb = {r.example_id: r.score for r in b.records}
+    sb = b.by_example
     common = [r for r in a.records if r.example_id in sb]
     return paired_comparison([r.score for r in common], [sb[r.example_id] for r in common])
 

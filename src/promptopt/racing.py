@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -31,8 +31,14 @@ if TYPE_CHECKING:
     from promptopt.candidate import Prompt
     from promptopt.data import Example
     from promptopt.evaluation import EvalResult, Evaluator
+    from promptopt.history import TrialRecord
 
 logger = logging.getLogger(__name__)
+
+
+def incumbents_of(records: Iterable[TrialRecord]) -> dict[str, Mapping[str, float]]:
+    """Per-example scores of prompts already evaluated (e.g. parents on full dev), to race for free."""
+    return {r.prompt.id: r.result.by_example for r in records if r.result is not None}
 
 
 def sign_test(wins: int, losses: int) -> float:
@@ -129,7 +135,7 @@ class Race:
             self.failed.add(prompt.id)
             self.alive = [p for p in self.alive if p.id != prompt.id]
             return
-        self.scores[prompt.id].update((r.example_id, r.score) for r in result.records)
+        self.scores[prompt.id].update(result.by_example)
 
     @property
     def done(self) -> bool:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Literal
 from promptopt.candidate import Prompt
 from promptopt.optimizers.base import EvalRequest, Optimizer, RunContext, RunState, register_optimizer
 from promptopt.optimizers.meta import Proposer, extract_instruction, format_example, render_meta_prompt
-from promptopt.racing import Race, RaceTotals, RacingConfig
+from promptopt.racing import Race, RaceTotals, RacingConfig, incumbents_of
 
 if TYPE_CHECKING:
     from promptopt.history import TrialRecord
@@ -98,11 +98,7 @@ class APEOptimizer(Optimizer):
             self.phase = "resample" if self.round < self.config.resample_rounds else "done"
             return list(candidates)
         parents = {p for c in candidates for p in c.parents}
-        incumbents = {
-            r.prompt.id: {x.example_id: x.score for x in r.result.records}
-            for r in state.history.full()
-            if r.prompt.id in parents and r.result is not None
-        }
+        incumbents = incumbents_of(r for r in state.history.full() if r.prompt.id in parents)
         self.race = Race(candidates, self.minibatch, self.sizes, alpha=self.config.race_alpha, incumbents=incumbents)
         self.phase = "select"
         return list(self.race.requests())

@@ -29,7 +29,7 @@ from promptopt.data import Example
 from promptopt.exceptions import ConfigError
 from promptopt.models.base import GenerationRequest, Message
 from promptopt.optimizers.base import EvalRequest, Optimizer, RunContext, RunState
-from promptopt.racing import Race, RaceTotals, RacingConfig
+from promptopt.racing import Race, RaceTotals, RacingConfig, incumbents_of
 from promptopt.template import PromptTemplate, render_string
 
 if TYPE_CHECKING:
@@ -340,7 +340,7 @@ def score_on(record: TrialRecord, examples: Sequence[Example]) -> float | None:
     """``record``'s mean score on ``examples`` from its per-example results (None if any is missing)."""
     if record.result is None:
         return None
-    scores = {r.example_id: r.score for r in record.result.records}
+    scores = record.result.by_example
     if not examples or any(ex.id not in scores for ex in examples):
         return None
     return sum(scores[ex.id] for ex in examples) / len(examples)
@@ -532,13 +532,10 @@ class BeamSearchOptimizer(Optimizer):
                     self._awaiting = None
                     return kids
                 self._minibatch = tuple(self.ctx.rng.sample(dev, sizes[-1]))
-                incumbents = {
-                    p.prompt.id: {r.example_id: r.score for r in p.result.records}
-                    for p in self._parents
-                    if p.result is not None
-                }
                 self._children = kids
-                self._race = Race(kids, self._minibatch, sizes, alpha=c.race_alpha, incumbents=incumbents)
+                self._race = Race(
+                    kids, self._minibatch, sizes, alpha=c.race_alpha, incumbents=incumbents_of(self._parents)
+                )
                 self._phase, self._awaiting = "promote", "race"
             assert self._race is not None
             stage = self._race.requests()
