@@ -122,6 +122,11 @@ def _model_options(api_base: str | None, model_opts: list[str]) -> dict[str, Any
     return opts
 
 
+def _check_mode(mode: str) -> None:
+    if mode not in ("auto", "score", "generate"):
+        raise ConfigError(f"unknown mode {mode!r}; use auto, score or generate.", field="--mode")
+
+
 def _setup_logging(verbose: bool) -> None:
     logging.getLogger("promptopt").setLevel(logging.DEBUG if verbose else logging.WARNING)
     if verbose:
@@ -247,8 +252,7 @@ def evaluate(
         from promptopt.runner import evaluate as run_evaluate
         from promptopt.taskfile import load_task
 
-        if mode not in ("auto", "score", "generate"):
-            raise ConfigError(f"unknown mode {mode!r}; use auto, score or generate.", field="--mode")
+        _check_mode(mode)
         task_obj = load_task(task)
         candidate = Prompt.load(prompt) if prompt is not None else None
         model_obj = get_model(model, **_model_options(api_base, model_opt))
@@ -316,8 +320,7 @@ def spread(
         from promptopt.candidate import Prompt
         from promptopt.formats import spread as run_spread
 
-        if mode not in ("auto", "score", "generate"):
-            raise ConfigError(f"unknown mode {mode!r}; use auto, score or generate.", field="--mode")
+        _check_mode(mode)
         return run_spread(
             task,
             model,

@@ -24,7 +24,7 @@ import re
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from promptopt.candidate import Prompt
 from promptopt.exceptions import ConfigError
@@ -41,6 +41,9 @@ if TYPE_CHECKING:
     from promptopt.task import Task
 
 Casing = Literal["original", "upper", "lower", "title"]
+Robust = Literal["none", "mean", "worst"]
+"""The ``robust`` objective of optimizers over per-format scores (:func:`robust_score`)."""
+ROBUST_OBJECTIVES: tuple[str, ...] = get_args(Robust)
 SEPARATORS = (": ", " : ", ":: ", " - ", " = ", ":\n", " -> ", ":  ")
 CASINGS: tuple[Casing, ...] = ("original", "upper", "lower", "title")
 FIELD_JOINS = ("\n", " ", " | ", "; ", "\n\n")
@@ -280,7 +283,7 @@ def format_spread(
     return SpreadResult(prompt_id=prompt.id, formats=tuple(formats), results=results)
 
 
-def robust_score(means: Sequence[float], objective: str) -> float:
+def robust_score(means: Sequence[float], objective: Robust) -> float:
     """The ``robust`` objective over per-format scores: their ``mean``, the ``worst`` (min), or for ``none``
     the first (the prompt as written)."""
     if objective == "none":

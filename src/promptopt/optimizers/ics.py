@@ -20,14 +20,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from promptopt.candidate import Prompt
 from promptopt.exceptions import ConfigError
-from promptopt.formats import format_variants, robust_score
+from promptopt.formats import ROBUST_OBJECTIVES, Robust, format_variants, robust_score
 from promptopt.ics import AGGREGATIONS, STRATEGIES, make_ics_prompt
 from promptopt.optimizers.base import EvalRequest, Optimizer, OptimizerConfig, RunContext, RunState, register_optimizer
 
 if TYPE_CHECKING:
     from promptopt.history import TrialRecord
-
-Robust = Literal["none", "mean", "worst"]
 
 
 def check_choices(values: Sequence[str], allowed: Sequence[str], name: str) -> None:
@@ -64,7 +62,7 @@ class ICSConfig(OptimizerConfig):
             raise ConfigError(f"ks and shots must be non-empty and >= 1, got {self.ks} and {self.shots}.", field="ks")
         check_choices(self.strategies, STRATEGIES, "strategies")
         check_choices(self.aggregations, AGGREGATIONS, "aggregations")
-        check_choices([self.robust], ("none", "mean", "worst"), "robust")
+        check_choices([self.robust], ROBUST_OBJECTIVES, "robust")
 
 
 @register_optimizer("ics")

@@ -39,10 +39,18 @@ from typing import TYPE_CHECKING, Any
 from promptopt._imports import require
 from promptopt.candidate import Prompt
 from promptopt.exceptions import ConfigError
-from promptopt.formats import apply_format, format_variants, has_options, robust_score, sample_formats
+from promptopt.formats import (
+    ROBUST_OBJECTIVES,
+    Robust,
+    apply_format,
+    format_variants,
+    has_options,
+    robust_score,
+    sample_formats,
+)
 from promptopt.ics import AGGREGATIONS, STRATEGIES, make_ics_prompt
 from promptopt.optimizers.base import EvalRequest, Optimizer, OptimizerConfig, RunContext, RunState, register_optimizer
-from promptopt.optimizers.ics import Robust, TupleSettingsMixin, check_choices
+from promptopt.optimizers.ics import TupleSettingsMixin, check_choices
 from promptopt.optimizers.meta import Proposer, extract_instruction, format_example, render_meta_prompt
 
 if TYPE_CHECKING:
@@ -82,7 +90,7 @@ class StructureSearchConfig(OptimizerConfig):
             raise ConfigError(f"shots must be >= 0 and ks >= 1, got {self.shots} and {self.ks}.", field="shots")
         check_choices(self.strategies, STRATEGIES, "strategies")
         check_choices(self.aggregations, AGGREGATIONS, "aggregations")
-        check_choices([self.robust], ("none", "mean", "worst"), "robust")
+        check_choices([self.robust], ROBUST_OBJECTIVES, "robust")
 
 
 @register_optimizer("structure_search")
