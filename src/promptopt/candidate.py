@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal, get_args
 
 from promptopt.data import Example
 from promptopt.exceptions import ConfigError
@@ -19,7 +19,13 @@ from promptopt.models.base import Message, Messages
 from promptopt.template import PromptTemplate
 
 DEFAULT_SYSTEM = "You are a helpful assistant. Follow the instructions and answer concisely."
-EXPORT_FORMAT = 1
+EXPORT_FORMAT = 2
+DemoFormat = Literal["inline", "turns", "turns_first", "turns_system"]
+"""How a prompt shows its demos (see :class:`Prompt`)."""
+DEMO_FORMATS: tuple[str, ...] = get_args(DemoFormat)
+SEARCHED_DEMO_FORMATS: tuple[str, ...] = ("inline", "turns")
+"""What optimizers that choose demos try by default: inline, and chat turns with the instruction in every user
+turn (on SmolLM2-135M the best of the three turn placements: ``benchmarks/results/fewshot.md``)."""
 SOFT_PROMPT_WEIGHTS = "adapter_model.safetensors"
 """The weights file of a soft prompt (a PEFT prompt-tuning adapter directory)."""
 
@@ -31,6 +37,13 @@ class Prompt:
     Rendering for an example gives two chat messages: ``system``, then the user message rendered from
     ``template`` with the example's inputs, ``instruction`` and ``demos``. The id is a hash of everything
     that changes what the model sees (not of ``parents``/``origin``/``meta``).
+
+    ``demo_format`` says how the demos are shown: ``inline`` — inside the one user message, where the template's
+    ``{% for d in demos %}`` loop puts them; or as chat turns — before the query, one user message per demo (the
+    template rendered with that demo's inputs and no demos) answered by an assistant message (the demo's answer).
+    The instruction then goes into every user turn (``turns``), only the first (``turns_first``) or the system
+    message (``turns_system``). Demo turns are identical for every example, so backends that reuse a shared
+    prefix compute them once.
 
     With ``ics`` (In-Context Sampling, :mod:`promptopt.ics`) the prompt stands for K sub-prompts that differ
     only in their demos; the evaluator queries all K and aggregates the answers (:meth:`render_all`).
@@ -44,6 +57,7 @@ class Prompt:
     """A PEFT prompt-tuning adapter directory (soft prompt); the id hashes its weights, not its path."""
     ics: InContextSampling | None = None
     """K demo sets and an aggregation rule (then ``demos`` must be empty)."""
+    demo_format: DemoFormat = "inline"
     parents: tuple[str, ...] = field(default=(), compare=False)
     origin: str = field(default="seed", compare=False)
     meta: Mapping[str, Any] = field(default_factory=dict, compare=False)
@@ -53,6 +67,10 @@ class Prompt:
         object.__setattr__(self, "meta", MappingProxyType(dict(self.meta)))
         if self.ics is not None and self.demos:
             raise ConfigError("an In-Context Sampling prompt takes its demos from ics, not demos.", field="demos")
+        if self.demo_format not in DEMO_FORMATS:
+            raise ConfigError(
+                f"unknown demo format {self.demo_format!r}; use one of {', '.join(DEMO_FORMATS)}.", field="demo_format"
+            )
 
     @property
     def id(self) -> str:
@@ -65,6 +83,7 @@ class Prompt:
                 "soft_prompt": _soft_prompt_identity(self.soft_prompt),
                 # absent for plain prompts, so their ids are what they were before ICS existed
                 **({"ics": self.ics.to_dict()} if self.ics is not None else {}),
+                **({"demo_format": self.demo_format} if self.demo_format != "inline" else {}),
             },
             sort_keys=True,
         )
@@ -82,13 +101,43 @@ class Prompt:
         return [{**d.inputs, "answer": d.answer} for d in self.demos]
 
     def render_user(self, inputs: Mapping[str, Any]) -> str:
+        """The user message for ``inputs`` with the demos inline (what the template alone renders)."""
         return self.prompt_template.render(instruction=self.instruction, inputs=inputs, demos=self.demo_variables())
 
     def render(self, example: Example) -> Messages:
         """The chat messages for ``example`` (for an ICS prompt: its first sub-prompt's)."""
         if self.ics is not None:
             return self.render_all([example])[0][0]
-        return (Message("system", self.system), Message("user", self.render_user(example.inputs)))
+        return (*self.render_context(), Message("user", self.render_query(example.inputs)))
+
+    @property
+    def _turns(self) -> bool:
+        return self.demo_format != "inline" and bool(self.demos)
+
+    def render_context(self) -> Messages:
+        """The messages before the query: the system message, then (chat-turn formats) the demo turns."""
+        system = self.system
+        if self.demo_format == "turns_system" and self.instruction:
+            system = f"{system}\n\n{self.instruction}" if system else self.instruction
+        out = [Message("system", system)]
+        if self._turns:
+            for i, d in enumerate(self.demos):
+                out.append(Message("user", self._turn(d.inputs, with_instruction=self._instruction_in_turn(i))))
+                out.append(Message("assistant", d.answer))
+        return tuple(out)
+
+    def render_query(self, inputs: Mapping[str, Any]) -> str:
+        """The last user message: the query, with the demos inline for ``inline``."""
+        if self.demo_format == "inline":
+            return self.render_user(inputs)
+        return self._turn(inputs, with_instruction=self._instruction_in_turn(len(self.demos) if self._turns else 0))
+
+    def _instruction_in_turn(self, i: int) -> bool:
+        return self.demo_format == "turns" or (self.demo_format == "turns_first" and i == 0)
+
+    def _turn(self, inputs: Mapping[str, Any], *, with_instruction: bool) -> str:
+        instruction = self.instruction if with_instruction else ""
+        return self.prompt_template.render(instruction=instruction, inputs=inputs, demos=())
 
     def render_all(self, examples: Sequence[Example]) -> list[tuple[Messages, ...]]:
         """Per example, the messages of every sub-prompt: one for a plain prompt, K for an ICS prompt."""
@@ -109,6 +158,7 @@ class Prompt:
             "system": self.system,
             "soft_prompt": self.soft_prompt,
             **({"ics": self.ics.to_dict()} if self.ics is not None else {}),
+            **({"demo_format": self.demo_format} if self.demo_format != "inline" else {}),
             "parents": list(self.parents),
             "origin": self.origin,
             "meta": dict(self.meta),
@@ -123,20 +173,24 @@ class Prompt:
             system=d.get("system", DEFAULT_SYSTEM),
             soft_prompt=d.get("soft_prompt"),
             ics=InContextSampling.from_dict(d["ics"]) if d.get("ics") else None,
+            demo_format=d.get("demo_format", "inline"),
             parents=tuple(d.get("parents", ())),
             origin=d.get("origin", "seed"),
             meta=d.get("meta", {}),
         )
 
     def export(self, directory: str | Path, *, extra: Mapping[str, Any] | None = None) -> Path:
-        """Write a self-contained directory (template.jinja, demos.json, manifest.json, README.md).
+        """Write a self-contained directory (template.jinja, demos.json, messages.json, manifest.json, README.md).
 
-        The result renders with plain Jinja2; promptopt is not needed at run time.
+        The result renders with plain Jinja2; promptopt is not needed at run time. ``messages.json`` is the chat
+        as the model sees it: literal messages (system, demo turns) and, last, the query message to render from
+        ``template.jinja`` (see the exported README).
         """
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         (out / "template.jinja").write_text(self.template if self.template.endswith("\n") else self.template + "\n")
         (out / "demos.json").write_text(json.dumps(self.demo_variables(), indent=2, ensure_ascii=False) + "\n")
+        _write_json(out / "messages.json", self.message_spec("demos.json"))
         manifest = {
             "format": "promptopt-prompt",
             "format_version": EXPORT_FORMAT,
@@ -145,22 +199,35 @@ class Prompt:
             "instruction": self.instruction,
             "template": "template.jinja",
             "demos": "demos.json",
+            "demo_format": self.demo_format,
             "input_variables": sorted(self.prompt_template.input_variables),
             "soft_prompt": self._export_soft_prompt(out),
-            "messages": [
-                {"role": "system", "content": "<system>"},
-                {
-                    "role": "user",
-                    "content": "<template.jinja rendered with instruction, demos and the inputs>",
-                },
-            ],
+            "messages": "messages.json",
             **(self._export_ics(out) if self.ics is not None else {}),
             **(dict(extra) if extra else {}),
             "promptopt": self.to_dict(),
         }
-        (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+        _write_json(out / "manifest.json", manifest)
         (out / "README.md").write_text(_EXPORT_README + (_ICS_README if self.ics is not None else ""))
         return out
+
+    def message_spec(self, demos_file: str | None) -> list[dict[str, Any]]:
+        """The chat as plain data: literal messages, then the query as ``{"role": "user", "template": …,
+        "instruction": …, "demos": <file or null>}`` — render ``template`` with that instruction, those demos
+        (``demos_file``, when inline) and the inputs."""
+        inline = self.demo_format == "inline" and bool(self.demos)
+        with_instruction = self.demo_format == "inline" or self._instruction_in_turn(
+            len(self.demos) if self._turns else 0
+        )
+        return [
+            *(m.to_dict() for m in self.render_context()),
+            {
+                "role": "user",
+                "template": "template.jinja",
+                "instruction": self.instruction if with_instruction else "",
+                "demos": demos_file if inline else None,
+            },
+        ]
 
     def _export_ics(self, out: Path) -> dict[str, Any]:
         """Write the demo sets (or the pool of a per-query strategy) and describe how to aggregate."""
@@ -170,6 +237,14 @@ class Prompt:
         pool = [{**d.inputs, "answer": d.answer} for d in ics.pool]
         if sets:
             (out / "demo_sets.json").write_text(json.dumps(sets, indent=2, ensure_ascii=False) + "\n")
+            for j, s in enumerate(ics.demo_sets):
+                (out / f"demos_{j + 1}.json").write_text(
+                    json.dumps([{**d.inputs, "answer": d.answer} for d in s], indent=2, ensure_ascii=False) + "\n"
+                )
+            specs = [
+                replace(self, demos=s, ics=None).message_spec(f"demos_{j + 1}.json") for j, s in enumerate(ics.demo_sets)
+            ]
+            _write_json(out / "messages_sets.json", specs)
         if pool:
             (out / "demo_pool.json").write_text(json.dumps(pool, indent=2, ensure_ascii=False) + "\n")
         return {
@@ -216,30 +291,41 @@ class Prompt:
 
 _EXPORT_README = """# Exported prompt
 
-Render it with plain Jinja2 (no promptopt needed):
+Render it with plain Jinja2 (no promptopt needed). `messages.json` is the chat as the model sees it: literal
+messages (the system message and, when the demos are chat turns, one user/assistant pair per demo), then the
+query, rendered from `template.jinja`:
 
 ```python
 import json, jinja2
-m = json.load(open("manifest.json"))
-template = jinja2.Template(open(m["template"]).read())
-demos = json.load(open(m["demos"]))
-user = template.render(instruction=m["instruction"], demos=demos, **inputs).strip()
-messages = [{"role": "system", "content": m["system"]}, {"role": "user", "content": user}]
+template = jinja2.Template(open("template.jinja").read())
+messages = []
+for m in json.load(open("messages.json")):
+    if "template" in m:  # the query: instruction ("" when it sits elsewhere), inline demos or none, the inputs
+        demos = json.load(open(m["demos"])) if m["demos"] else []
+        content = template.render(instruction=m["instruction"], demos=demos, **inputs).strip()
+    else:
+        content = m["content"]
+    messages.append({"role": m["role"], "content": content})
 ```
 
-`inputs` holds the variables listed in `manifest.json` under `input_variables`.
+`inputs` holds the variables listed in `manifest.json` under `input_variables`; `manifest.json` → `demo_format`
+says where the demos are (`inline` in the query, or chat `turns`).
 """
 
 _ICS_README = """
 ## In-Context Sampling
 
-This prompt is K prompts (`manifest.json` → `ics`). Render the template once per demo set in
-`demo_sets.json` (as `demos`), query the model with each, and aggregate the K answers: `vote` takes the
+This prompt is K prompts (`manifest.json` → `ics`). Build the chat once per demo set — `messages_sets.json`
+holds one `messages.json`-style list per set of `demo_sets.json` —, query the model with each, and aggregate the K answers: `vote` takes the
 majority answer; `confidence` sums each label's probability (normalised over the labels) over the K
 prompts and takes the largest. With `demo_pool.json` (strategy `similar`) the K sets are picked per
 input: embed the inputs with the named embedder, take the K × shots nearest pool items, and deal them
 round-robin into K sets (set j gets ranks j, j+K, …), most similar demo last.
 """
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 def soft_prompt_digest(path: str | Path) -> str:

@@ -41,6 +41,8 @@ def test_id_is_a_stable_content_hash():
         {"demos": DEMOS[::-1]},
         {"system": "Be terse."},
         {"soft_prompt": "adapters/p1"},
+        {"demo_format": "turns"},
+        {"demo_format": "turns_system"},
     ],
 )
 def test_id_changes_with_what_the_model_sees(change):
@@ -82,7 +84,13 @@ def test_dict_round_trip():
 def test_export_renders_with_plain_jinja2_exactly_like_prompt_render(tmp_path):
     p = prompt(system="You are a quiz master.")
     out = p.export(tmp_path / "export", extra={"task": "quiz"})
-    assert {f.name for f in out.iterdir()} == {"template.jinja", "demos.json", "manifest.json", "README.md"}
+    assert {f.name for f in out.iterdir()} == {
+        "template.jinja",
+        "demos.json",
+        "messages.json",
+        "manifest.json",
+        "README.md",
+    }
 
     # what the README tells a user to do, with no promptopt involved
     manifest = json.loads((out / "manifest.json").read_text())
@@ -113,3 +121,71 @@ def test_load_errors(tmp_path):
     (tmp_path / "bad.json").write_text("{nope")
     with pytest.raises(ConfigError, match="not valid JSON"):
         Prompt.load(tmp_path / "bad.json")
+
+
+def render_as_the_export_readme_says(out, inputs) -> list[dict[str, str]]:
+    """The exported README's recipe, with plain Jinja2 only."""
+    template = jinja2.Template((out / "template.jinja").read_text())
+    messages = []
+    for m in json.loads((out / "messages.json").read_text()):
+        if "template" in m:
+            demos = json.loads((out / m["demos"]).read_text()) if m["demos"] else []
+            content = template.render(instruction=m["instruction"], demos=demos, **inputs).strip()
+        else:
+            content = m["content"]
+        messages.append({"role": m["role"], "content": content})
+    return messages
+
+
+def test_demos_as_chat_turns_with_the_instruction_in_every_user_turn():
+    ex = Example(id="q", inputs={"question": "3+3"}, target="6")
+    msgs = [(m.role, m.content) for m in prompt(demo_format="turns").render(ex)]
+    assert msgs == [
+        ("system", DEFAULT_SYSTEM),
+        ("user", "Answer briefly.\n\nQ: 2+2\nA:"),
+        ("assistant", "4"),
+        ("user", "Answer briefly.\n\nQ: capital of France\nA:"),
+        ("assistant", "Paris"),
+        ("user", "Answer briefly.\n\nQ: 3+3\nA:"),
+    ]
+
+
+def test_instruction_placement_in_the_first_turn_or_the_system_message():
+    ex = Example(id="q", inputs={"question": "3+3"}, target="6")
+    first = [m.content for m in prompt(demo_format="turns_first").render(ex)]
+    assert first[1] == "Answer briefly.\n\nQ: 2+2\nA:" and first[3] == "Q: capital of France\nA:"
+    assert first[5] == "Q: 3+3\nA:"
+    system = [m.content for m in prompt(demo_format="turns_system").render(ex)]
+    assert system[0] == f"{DEFAULT_SYSTEM}\n\nAnswer briefly." and system[1] == "Q: 2+2\nA:"
+    assert system[5] == "Q: 3+3\nA:"
+
+
+def test_demo_turns_are_a_shared_prefix_of_every_example():
+    p = prompt(demo_format="turns")
+    a = p.render(Example(id="a", inputs={"question": "1+1"}, target="2"))
+    b = p.render(Example(id="b", inputs={"question": "5+5"}, target="10"))
+    assert a[:-1] == b[:-1] == p.render_context() and len(a) == 6
+
+
+def test_without_demos_turns_render_like_inline():
+    ex = Example(id="q", inputs={"question": "3+3"}, target="6")
+    assert prompt(demos=(), demo_format="turns").render(ex) == prompt(demos=()).render(ex)
+    assert prompt(demos=(), demo_format="turns_first").render(ex) == prompt(demos=()).render(ex)
+
+
+def test_unknown_demo_format_is_refused():
+    with pytest.raises(ConfigError, match="unknown demo format 'chat'"):
+        prompt(demo_format="chat")
+
+
+@pytest.mark.parametrize("demo_format", ["inline", "turns", "turns_first", "turns_system"])
+def test_export_messages_render_without_promptopt_like_prompt_render(tmp_path, demo_format):
+    p = prompt(demo_format=demo_format, system="You are a quiz master.")
+    out = p.export(tmp_path / "export")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["demo_format"] == demo_format and manifest["messages"] == "messages.json"
+    for question in ("3+3", "who wrote {{ Hamlet }}?"):
+        ex = Example(id="q", inputs={"question": question}, target="x")
+        assert render_as_the_export_readme_says(out, ex.inputs) == [m.to_dict() for m in p.render(ex)]
+    loaded = Prompt.load(out)
+    assert loaded == p and loaded.demo_format == demo_format
