@@ -166,47 +166,16 @@ def dspy_leg(spec_file: str) -> None:
 
     import dspy
     import torch
-    import transformers
-    from dspy.lm15 import Message, Response, TextPart, Usage, response_to_events
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from dspy_engine import LocalEngine, load_model
 
     torch.set_num_threads(1)
     spec = json.loads(Path(spec_file).read_text())
-    tok = transformers.AutoTokenizer.from_pretrained(spec["model_dir"])
-    model = transformers.AutoModelForCausalLM.from_pretrained(spec["model_dir"], dtype=torch.float32).eval()
+    model, tok = load_model(spec["model_dir"])
 
-    class LocalEngine:
-        """DSPy's engine protocol on the in-process model: one greedy ``generate`` per call."""
-
-        def complete(self, request: Any) -> Any:
-            messages = []
-            if request.system is not None:
-                system = request.system if isinstance(request.system, str) else "".join(p.text for p in request.system)
-                messages.append({"role": "system", "content": system})
-            messages += [{"role": m.role, "content": m.text or ""} for m in request.messages]
-            inputs = tok.apply_chat_template(
-                messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
-            )
-            with torch.no_grad():
-                out = model.generate(
-                    **inputs,
-                    max_new_tokens=min(request.config.max_tokens or DSPY_MAX_TOKENS, DSPY_MAX_TOKENS),
-                    do_sample=False,
-                    pad_token_id=tok.eos_token_id,
-                )
-            n_in = inputs["input_ids"].shape[1]
-            text = tok.decode(out[0, n_in:], skip_special_tokens=True)
-            usage = Usage(input_tokens=n_in, output_tokens=out.shape[1] - n_in, total_tokens=out.shape[1])
-            return Response(
-                id=None, model="local", message=Message.assistant([TextPart(text)]), finish_reason="stop", usage=usage
-            )
-
-        def stream(self, request: Any) -> Any:
-            return response_to_events(self.complete(request))
-
-        def close(self) -> None:
-            pass
-
-    lm = dspy.LM("local/smollm2", engine=LocalEngine(), temperature=0.0, max_tokens=DSPY_MAX_TOKENS)
+    engine = LocalEngine(model, tok, max_tokens=DSPY_MAX_TOKENS)
+    lm = dspy.LM("local/smollm2", engine=engine, temperature=0.0, max_tokens=DSPY_MAX_TOKENS)
     dspy.configure(lm=lm)
     signature = dspy.make_signature(f"{spec['input']} -> {spec['output']}", spec["instruction"])
     program = dspy.Predict(signature)

@@ -5,12 +5,18 @@ training example's forward and backward pass for a soft prompt, role ``train``);
 and counted apart. Limits are hard stops: the call limit is exact (a batch is cut to what
 is left); token and cost limits stop the run at the first batch that reaches them (they cannot be
 known before a call returns), and the time limit is checked before every batch.
+
+Optimizers *plan* with :meth:`BudgetTracker.planned_left`: the call limit minus every distinct request the run
+has made, cache hits included — what the run would have paid with a cold cache. Unlike the calls actually paid
+it does not depend on what the cache held, so a resumed run, replayed from the cache, makes the same plans,
+and it never undercounts, so what a plan reserves (e.g. confirming the best candidates on full dev) is there.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,6 +89,34 @@ class BudgetTracker:
     path: Path | None = None
     elapsed_before: float = 0.0
     _started: float = field(default_factory=time.monotonic, repr=False)
+    _requested: set[str] = field(default_factory=set, repr=False)
+    _requested_uncached: int = field(default=0, repr=False)
+
+    def note_requests(self, role: str, keys: Sequence[str], *, cached: bool = True) -> None:
+        """Record requests made for ``role`` (for :meth:`planned_left`); without a cache every request counts,
+        since a repeated one is paid again."""
+        if role not in self.limited_roles:
+            return
+        if cached:
+            self._requested.update(keys)
+        else:
+            self._requested_uncached += len(keys)
+
+    def note_calls(self, role: str, n: int) -> None:
+        """Record ``n`` requests that are never cached (e.g. soft-prompt training examples)."""
+        if role in self.limited_roles:
+            self._requested_uncached += n
+
+    @property
+    def planned(self) -> int:
+        """Calls this run would have paid so far with a cold cache (limited roles)."""
+        return len(self._requested) + self._requested_uncached
+
+    def planned_left(self) -> int | None:
+        """The call limit minus :attr:`planned` (None without a call limit): what optimizers plan with."""
+        if self.budget.max_calls is None:
+            return None
+        return max(0, self.budget.max_calls - self.planned)
 
     @property
     def total(self) -> Usage:

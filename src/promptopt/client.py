@@ -62,6 +62,7 @@ class ModelClient:
         Raises BudgetExhausted after caching whatever was answered, so finished work is never lost.
         """
         keys = [request_key(self.model.name, r.key()) for r in requests]
+        self.budget.note_requests(self.role, keys, cached=self.cache is not None)
         hits = self.cache.get_many(set(keys)) if self.cache is not None else {}
         out: list[R | None] = [None] * len(requests)
         misses: list[int] = []

@@ -37,6 +37,8 @@ class OptimizationResult:
     """Paired bootstrap of the best dev candidate − seed on the dev split (None when no candidate beat the seed)."""
     selection: str = "best dev score"
     """How the best prompt was chosen (``select``), e.g. why the seed prompt was kept."""
+    search: dict[str, int] = field(default_factory=dict)
+    """Distinct candidates ``screened`` on dev minibatches and ``confirmed`` on the full dev split (seed excluded)."""
     n_trials: int = 0
     stop_reason: str = ""
     rejected: dict[str, int] = field(default_factory=dict)
@@ -99,6 +101,11 @@ class OptimizationResult:
             f"{total.get('tokens', 0)} tokens, ${total.get('cost', 0.0):.4f}, {total.get('cache_hits', 0)} cache hits, "
             f"{self.usage.get('elapsed_seconds', 0.0):.1f}s; {self.n_trials} trials; stopped: {self.stop_reason}"
         )
+        if self.search:
+            lines.append(
+                f"candidates: {self.search['screened']} screened on dev minibatches, "
+                f"{self.search['confirmed']} confirmed on full dev"
+            )
         if self.selection.startswith("seed prompt kept"):
             lines.append(self.selection)
         if self.racing.get("races"):

@@ -29,6 +29,7 @@ from promptopt.exceptions import BudgetExhausted, ConfigError, TemplateError
 from promptopt.history import History, TrialRecord
 from promptopt.models import Model, get_model
 from promptopt.optimizers.base import EvalRequest, Optimizer, RunContext, RunState
+from promptopt.optimizers.planning import refuse_small_budget
 from promptopt.presets import load_optimizer
 from promptopt.result import OptimizationResult
 from promptopt.task import Task
@@ -120,6 +121,10 @@ def optimize(
         )
     proposer_obj = model_obj if proposer is None or proposer == model else get_model(proposer)
     budget = budget or Budget()
+    if budget.max_calls is not None and opt.min_calls(task_obj):
+        refuse_small_budget(
+            opt.name, opt.min_calls(task_obj), len(task_obj.dev), budget.max_calls, "one screening and one confirmation"
+        )
     cache_obj = open_cache(cache)
 
     out: Path | None = Path(run_dir) if run_dir is not None else None
@@ -392,7 +397,22 @@ class _Run:
             stop_reason = str(exc)
         best = self.history.best() or seed_record
         selection, dev_comparison = "best dev score", None
-        if best is not seed_record:
+        seed_id = seed_record.prompt.id
+        screened = len({r.prompt.id for r in self.history if not r.full and r.prompt.id != seed_id})
+        confirmed = [r for r in self.history.full() if r.prompt.id != seed_id and r.status == "complete"]
+        if best.prompt.id == seed_id:
+            if not confirmed:
+                selection = (
+                    f"seed prompt kept: no candidate was confirmed on full dev ({screened} screened on minibatches; "
+                    f"stopped: {stop_reason})"
+                )
+            else:
+                top = max(confirmed, key=lambda r: r.mean)
+                selection = (
+                    f"seed prompt kept: none of the {len(confirmed)} candidates confirmed on full dev beat it "
+                    f"(best {top.mean:.3f} vs seed {seed_record.mean:.3f})"
+                )
+        else:
             assert seed_record.result is not None and best.result is not None
             gain = compare(seed_record.result, best.result)
             dev_comparison = gain.to_dict()
@@ -402,7 +422,10 @@ class _Run:
                     f"[95% CI {gain.ci_low:+.3f}–{gain.ci_high:+.3f}], not significant"
                 )
                 best = seed_record
-        return self._finish(config, seed_record, best, stop_reason, evaluate_test, state, selection, dev_comparison)
+        search = {"screened": screened, "confirmed": len(confirmed)}
+        return self._finish(
+            config, seed_record, best, stop_reason, evaluate_test, state, selection, dev_comparison, search
+        )
 
     def _finish(
         self,
@@ -414,6 +437,7 @@ class _Run:
         state: RunState,
         selection: str,
         dev_comparison: dict[str, Any] | None,
+        search: dict[str, int],
     ) -> OptimizationResult:
         assert seed_record.result is not None and best.result is not None
         baseline_test = best_test = comparison = None
@@ -448,6 +472,7 @@ class _Run:
             rejected=dict(state.rejected),
             selection=selection,
             dev_comparison=dev_comparison,
+            search=search,
             racing=asdict(self.optimizer.racing) if self.optimizer.racing else {},
             usage=self.client.budget.to_dict(),
             run_dir=str(self.run_dir) if self.run_dir else None,

@@ -9,6 +9,11 @@ Contract:
 - ``observe(state, records)`` receives the trial records of those candidates (per-example predictions,
   scores and errors), in the same order.
 - ``should_stop(state)`` may end the run early.
+- ``min_calls(task)`` (optional) is the fewest calls beyond the seed prompt's dev evaluation the optimizer
+  needs to screen and confirm one candidate; the runner refuses a smaller call budget before spending anything.
+
+Optimizers that screen candidates on minibatches plan with :meth:`RunContext.calls_left` so that their best
+candidates are always confirmed on the full dev split before the budget runs out (:mod:`promptopt.optimizers.planning`).
 
 Algorithm settings live in a frozen ``Config`` dataclass (every field has a default); run settings
 (budget, seed, models) go to :func:`promptopt.optimize`.
@@ -53,6 +58,10 @@ class RunContext:
     rng: random.Random
     seed: int
     run_dir: Path | None = None
+
+    def calls_left(self) -> int | None:
+        """Calls left to plan with (:meth:`~promptopt.budget.BudgetTracker.planned_left`; None: no call limit)."""
+        return self.evaluator.client.budget.planned_left()
 
 
 @dataclass
@@ -149,6 +158,10 @@ class Optimizer:
 
     def should_stop(self, state: RunState) -> bool:
         return False
+
+    def min_calls(self, task: Task) -> int:
+        """Fewest calls beyond the seed's dev evaluation to screen and confirm one candidate (0: no minimum)."""
+        return 0
 
 
 OPTIMIZERS: Registry[type[Optimizer]] = Registry("optimizer", group="promptopt.optimizers")

@@ -286,6 +286,7 @@ class _Trainer:
         self.step += 1
         self.losses.append(loss.item())
         self.owner.budget.charge("train", Usage(calls=len(batch), prompt_tokens=tokens))
+        self.owner.budget.note_calls("train", len(batch))
         self._save()
 
     def _next_indices(self, n: int) -> list[int]:
