@@ -84,15 +84,13 @@ def placement(model: Any, tasks: list[str]) -> dict[str, Any]:
             evaluator = Evaluator(task, client)
             seed = evaluator.evaluate(task.seed_prompt(), split="test")
             row = {"seed": summary(seed)}
-            for fmt in DEMO_FORMATS:
+            results = {}
+            for fmt in DEMO_FORMATS:  # inline first
                 started = time.monotonic()
                 prompt = dataclasses.replace(task.seed_prompt(), demos=demos, demo_format=fmt)
-                res = evaluator.evaluate(prompt, split="test")
-                row[fmt] = {**summary(res), "seconds": time.monotonic() - started, "vs_inline": None}
-                if fmt != "inline":
-                    row[fmt]["vs_inline"] = compare(inline, res).to_dict()
-                else:
-                    inline = res
+                results[fmt] = res = evaluator.evaluate(prompt, split="test")
+                vs_inline = compare(results["inline"], res).to_dict() if fmt != "inline" else None
+                row[fmt] = {**summary(res), "seconds": time.monotonic() - started, "vs_inline": vs_inline}
         rows[name] = row
         print(name, {k: round(v["mean"], 3) for k, v in row.items()}, flush=True)
     return rows

@@ -44,6 +44,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -54,6 +55,14 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 PROMPT_MAX_TOKENS = 128  # instruction proposals and dataset summaries are sentences, not one word
 LABELED_K = 4
+
+
+class Interrupted(BaseException):  # not an Exception, so DSPy's `except Exception` lets it through
+    """Raised in the main thread by SIGTERM or ``--time-limit``: the run stops and reports what it has."""
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise Interrupted(signal.Signals(signum).name)
 
 
 # -- the spec (main venv) ----------------------------------------------------------------------------------
@@ -141,6 +150,15 @@ def run(spec: dict[str, Any], method: str, threads: int) -> dict[str, Any]:
     from dspy_engine import DSPY_MAX_TOKENS, LocalEngine, load_model
 
     logging.getLogger("dspy.clients.lm").setLevel(logging.ERROR)  # "response was truncated" on every capped call
+    progress: list[str] = []  # MIPROv2's step and score lines: how far a compile got
+
+    class Progress(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            message = record.getMessage().strip()
+            if any(key in message for key in ("==> STEP", "score", "Score", "Trial")):
+                progress.append(f"{time.strftime('%H:%M:%S')} calls={engine.calls} {message[:300]}")
+
+    logging.getLogger("dspy.teleprompt").addHandler(Progress())
     result: dict[str, Any] = {
         "method": method,
         "task": spec["task"],
@@ -199,10 +217,11 @@ def run(spec: dict[str, Any], method: str, threads: int) -> dict[str, Any]:
                 seed=int(spec["seed"]),
             )
             program = optimizer.compile(dspy.Predict(signature), trainset=train, valset=dev)
-    except Exception as exc:  # report how far the compile got
+    except (Exception, Interrupted) as exc:  # report how far the compile got
         result["error"] = f"compile: {type(exc).__name__}: {exc}"
         result["traceback"] = traceback.format_exc()[-4000:]
         program = None
+    result["compile_progress"] = progress[-40:]
     result["compile_seconds"] = time.perf_counter() - t
     calls1, tokens1 = spent()
     result["compile_calls"], result["compile_tokens"] = calls1 - calls0, tokens1 - tokens0
@@ -226,6 +245,9 @@ def run(spec: dict[str, Any], method: str, threads: int) -> dict[str, Any]:
         try:
             answer = getattr(program(**row["inputs"]), output)
             answer = None if answer is None else str(answer)
+        except Interrupted as exc:
+            result["error"] = f"test: Interrupted ({exc}) after {len(result['predictions'])} examples"
+            break
         except Exception as exc:
             answer = None
             result["failures"] += 1
@@ -249,6 +271,7 @@ def main() -> None:
     parser.add_argument("--method", choices=("labeled", "mipro"), default="labeled")
     parser.add_argument("--out", help="also write the result JSON here")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--time-limit", type=int, help="seconds; then stop and report the calls made so far")
     parser.add_argument("--make-spec", nargs=2, metavar=("TASK", "OUT"), help="write a spec (main venv)")
     args = parser.parse_args()
     if args.make_spec:
@@ -259,14 +282,21 @@ def main() -> None:
     spec = json.loads(Path(args.spec).read_text())
     cache_dir = tempfile.mkdtemp(prefix="dspy_cache_")
     os.environ["DSPY_CACHEDIR"] = cache_dir  # before dspy is imported: a fresh cache for every run
+    signal.signal(signal.SIGTERM, _interrupt)
+    if args.time_limit:
+        signal.signal(signal.SIGALRM, _interrupt)
+        signal.alarm(args.time_limit)
     try:
         result = run(spec, args.method, args.threads)
     finally:
+        signal.alarm(0)
         shutil.rmtree(cache_dir, ignore_errors=True)
     line = json.dumps(result)
     if args.out:
         Path(args.out).write_text(line + "\n")
-    print(line)
+    print("\n" + line, flush=True)  # on a line of its own (DSPy's progress bars write to stdout)
+    if result["error"] and "Interrupted" in result["error"]:
+        os._exit(0)  # an interrupted Evaluate leaves queued jobs in its worker thread: do not wait for them
 
 
 if __name__ == "__main__":

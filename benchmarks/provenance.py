@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import subprocess
@@ -25,10 +26,8 @@ def provenance() -> dict[str, Any]:
     """Commit (and whether the tree had uncommitted changes), the command line, versions, CPU and load."""
     versions = {"python": platform.python_version()}
     for dist in ("promptopt-toolkit", "torch", "transformers", "peft", "optuna"):
-        try:
+        with contextlib.suppress(PackageNotFoundError):
             versions[dist] = version(dist)
-        except PackageNotFoundError:
-            pass
     return {
         "commit": _git("rev-parse", "HEAD"),
         "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),

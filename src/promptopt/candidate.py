@@ -242,7 +242,8 @@ class Prompt:
                     json.dumps([{**d.inputs, "answer": d.answer} for d in s], indent=2, ensure_ascii=False) + "\n"
                 )
             specs = [
-                replace(self, demos=s, ics=None).message_spec(f"demos_{j + 1}.json") for j, s in enumerate(ics.demo_sets)
+                replace(self, demos=s, ics=None).message_spec(f"demos_{j + 1}.json")
+                for j, s in enumerate(ics.demo_sets)
             ]
             _write_json(out / "messages_sets.json", specs)
         if pool:
@@ -315,8 +316,9 @@ says where the demos are (`inline` in the query, or chat `turns`).
 _ICS_README = """
 ## In-Context Sampling
 
-This prompt is K prompts (`manifest.json` → `ics`). Build the chat once per demo set — `messages_sets.json`
-holds one `messages.json`-style list per set of `demo_sets.json` —, query the model with each, and aggregate the K answers: `vote` takes the
+This prompt is K prompts (`manifest.json` → `ics`). Build the chat once per demo set (`messages_sets.json`
+holds one `messages.json`-style list per set of `demo_sets.json`), query the model with each, and aggregate
+the K answers: `vote` takes the
 majority answer; `confidence` sums each label's probability (normalised over the labels) over the K
 prompts and takes the largest. With `demo_pool.json` (strategy `similar`) the K sets are picked per
 input: embed the inputs with the named embedder, take the K × shots nearest pool items, and deal them

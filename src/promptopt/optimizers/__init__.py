@@ -14,6 +14,7 @@ from promptopt.optimizers.base import (
 )
 from promptopt.optimizers.baseline import BaselineOptimizer
 from promptopt.optimizers.feedback import FeedbackConfig, FeedbackOptimizer
+from promptopt.optimizers.fewshot import FewShotConfig, FewShotOptimizer
 from promptopt.optimizers.ics import ICSConfig, ICSOptimizer
 from promptopt.optimizers.opro import OPROConfig, OPROOptimizer
 from promptopt.optimizers.pe2 import PE2Config, PE2Optimizer
@@ -30,6 +31,8 @@ __all__ = [
     "EvalRequest",
     "FeedbackConfig",
     "FeedbackOptimizer",
+    "FewShotConfig",
+    "FewShotOptimizer",
     "ICSConfig",
     "ICSOptimizer",
     "OPROConfig",

@@ -63,6 +63,12 @@ class RunContext:
         """Calls left to plan with (:meth:`~promptopt.budget.BudgetTracker.planned_left`; None: no call limit)."""
         return self.evaluator.client.budget.planned_left()
 
+    def confirmation_cost(self, scored: int, subprompts: int = 1) -> int:
+        """Planned calls to score a candidate on the full dev split after it was scored on ``scored`` dev
+        examples (those are cache hits — unless the run has no cache, when they are paid again)."""
+        cached = self.evaluator.client.cache is not None
+        return subprompts * (len(self.task.dev) - (scored if cached else 0))
+
 
 @dataclass
 class RunState:

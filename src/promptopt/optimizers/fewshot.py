@@ -1,0 +1,268 @@
+"""``fewshot``: demonstrations from the train split, raced on dev — the strongest simple baseline.
+
+Every candidate is the task's seed instruction and template with demos; no proposer is needed, so it works with
+any backend. Demo sets:
+
+- ``labeled`` — ``k`` train examples with their reference answers (DSPy's ``LabeledFewShot``), picked ``random``
+  (``n_draws`` different draws), ``diverse`` (label-balanced farthest points in embedding space,
+  :func:`promptopt.ics.diverse_sets`) or ``similar`` (per query, the nearest train examples: an In-Context
+  Sampling prompt with K = 1);
+- ``bootstrapped`` — DSPy's ``BootstrapFewShot``: a teacher (the best labeled candidate of the first race) answers
+  up to ``bootstrap_pool`` train examples it does not show; those it gets right by the task's metric become demos
+  with the teacher's own answer. (Not when dev is too small to race on: then every candidate that fits in the
+  budget is scored on the full dev split directly.)
+
+each for every ``k`` in ``shots`` and every demo format in ``demo_formats`` (inline, or chat turns:
+:class:`~promptopt.candidate.Prompt`). Candidates are raced in priority order (labeled random, bootstrapped,
+similar, diverse, further random draws; within each, ``shots`` in the order given) in chunks of ``chunk_size``
+on one fixed dev sample (:mod:`promptopt.racing`; the seed prompt and earlier survivors take part for free), and
+the ``top_k`` best survivors are confirmed on the full dev split.
+
+Budget plan (:mod:`promptopt.optimizers.planning`): the confirmations are reserved first; a chunk is raced only
+when its worst case fits in what is left (shrunk to what fits), and the teacher runs only when it and one more
+candidate fit. So the best candidates are always confirmed, and a budget that cannot pay for one candidate and
+its confirmation is refused before anything is spent.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Literal
+
+from promptopt.candidate import DEMO_FORMATS, SEARCHED_DEMO_FORMATS, Prompt
+from promptopt.data import Example
+from promptopt.exceptions import ConfigError
+from promptopt.ics import make_ics_prompt
+from promptopt.optimizers.base import EvalRequest, Optimizer, RunContext, RunState, register_optimizer
+from promptopt.optimizers.ics import TupleSettingsMixin, check_choices
+from promptopt.optimizers.planning import affordable
+from promptopt.racing import Race, RaceTotals, RacingConfig, incumbents_of
+
+if TYPE_CHECKING:
+    from promptopt.history import TrialRecord
+    from promptopt.task import Task
+
+SOURCES = ("labeled", "bootstrapped")
+SELECTIONS = ("random", "similar", "diverse")
+
+
+@dataclass(frozen=True, kw_only=True)
+class FewShotConfig(RacingConfig):
+    shots: tuple[int, ...] = field(default=(4, 8, 2, 1), metadata={"help": "demos per prompt, in priority order"})
+    sources: tuple[str, ...] = field(default=SOURCES, metadata={"help": "labeled, bootstrapped"})
+    selections: tuple[str, ...] = field(default=SELECTIONS, metadata={"help": "random, similar, diverse"})
+    demo_formats: tuple[str, ...] = field(default=SEARCHED_DEMO_FORMATS, metadata={"help": "inline, turns, …"})
+    n_draws: int = field(default=2, metadata={"min": 1, "help": "random draws of labeled demos per k"})
+    bootstrap_pool: int = field(default=16, metadata={"min": 1, "help": "train examples the teacher answers"})
+    embedder: str = field(default="auto", metadata={"help": "auto, minilm or tfidf (similar/diverse)"})
+    minibatch_size: int = field(default=8, metadata={"min": 1, "help": "dev examples in the first race stage"})
+    chunk_size: int = field(default=8, metadata={"min": 1, "help": "candidates per race"})
+    top_k: int = field(default=2, metadata={"min": 1, "help": "survivors confirmed on the full dev split"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("shots", "sources", "selections", "demo_formats"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if not self.shots or min(self.shots) < 1:
+            raise ConfigError(f"shots must be non-empty and >= 1, got {self.shots}.", field="shots")
+        check_choices(self.sources, SOURCES, "sources")
+        check_choices(self.selections, SELECTIONS, "selections")
+        check_choices(self.demo_formats, DEMO_FORMATS, "demo_formats")
+
+
+Phase = Literal["race", "teacher", "confirm", "done"]
+
+
+@register_optimizer("fewshot")
+class FewShotOptimizer(TupleSettingsMixin, Optimizer):
+    """Labeled and bootstrapped demo sets (random / similar / diverse, k and demo format searched), raced on dev."""
+
+    Config = FewShotConfig
+    config: FewShotConfig
+
+    def min_calls(self, task: Task) -> int:
+        """One candidate's race and its confirmation on full dev (without a cache the race examples are paid
+        twice, so this is the worst case)."""
+        sizes = self.config.race_sizes(self.config.minibatch_size, len(task.dev))
+        return (sizes[-1] if sizes else 0) + len(task.dev)
+
+    def setup(self, ctx: RunContext) -> None:
+        super().setup(ctx)
+        c = self.config
+        dev = list(ctx.task.dev)
+        self.sizes = c.race_sizes(c.minibatch_size, len(dev))
+        self.race_examples = tuple(ctx.rng.sample(dev, self.sizes[-1])) if self.sizes else ()
+        self.queue: list[Prompt] = self._labeled(ctx.task)
+        self.survivors: dict[str, tuple[Prompt, dict[str, float]]] = {}
+        self.race: Race | None = None
+        self.teacher: Prompt | None = None
+        self.phase: Phase = "race"
+        self.racing = RaceTotals()
+
+    # -- candidates ------------------------------------------------------------------------------------------
+    def _labeled(self, task: Task) -> list[Prompt]:
+        """Labeled candidates in priority order: first random draw, similar, diverse, further draws."""
+        c, train = self.config, list(task.train)
+        seed = task.seed_prompt()
+        order: list[tuple[str, int]] = [("random", 0)] if "random" in c.selections else []
+        order += [(s, 0) for s in ("similar", "diverse") if s in c.selections]
+        if "random" in c.selections:
+            order += [("random", d) for d in range(1, c.n_draws)]
+        out: list[Prompt] = []
+        for selection, draw in order:
+            for k in dict.fromkeys(min(k, len(train)) for k in c.shots):
+                base = self._select(seed, train, selection, k, draw)
+                for fmt in c.demo_formats:
+                    out.append(
+                        self._candidate(base, fmt, f"labeled {selection} k={k}" + (f" draw {draw}" * (draw > 0)))
+                    )
+        return _unique(out)
+
+    def _select(self, seed: Prompt, train: list[Example], selection: str, k: int, draw: int) -> Prompt:
+        ctx = self.ctx
+        if selection == "random":
+            return replace(seed, demos=tuple(random.Random(f"{ctx.seed}:{k}:{draw}").sample(train, k)))
+        return make_ics_prompt(
+            seed,
+            train,
+            k=1,
+            shots=k,
+            strategy=selection,
+            seed=ctx.seed,
+            embedder=self.config.embedder,  # type: ignore[arg-type]
+        )
+
+    def _candidate(self, base: Prompt, demo_format: str, demos: str) -> Prompt:
+        return replace(
+            base,
+            demo_format=demo_format,  # type: ignore[arg-type]
+            parents=(),
+            origin="fewshot",
+            meta={"demos": demos, "demo_format": demo_format},
+        )
+
+    def _bootstrapped(self, record: TrialRecord) -> list[Prompt]:
+        """Demos the teacher answered correctly, with its own answers, for every k and demo format."""
+        assert record.result is not None and self.teacher is not None
+        by_id = {ex.id: ex for ex in self.ctx.task.train}
+        good = [
+            Example(id=r.example_id, inputs=by_id[r.example_id].inputs, target=r.prediction)
+            for r in record.result.records
+            if r.score >= 1.0 and r.prediction is not None and r.example_id in by_id
+        ]
+        if not good:
+            return []
+        seed = self.ctx.task.seed_prompt()
+        out = []
+        for k in dict.fromkeys(min(k, len(good)) for k in self.config.shots):
+            base = replace(seed, demos=tuple(good[:k]))
+            for fmt in self.config.demo_formats:
+                out.append(self._candidate(base, fmt, f"bootstrapped k={k} (teacher {self.teacher.id})"))
+        return _unique(out)
+
+    # -- the protocol ------------------------------------------------------------------------------------------
+    def propose(self, state: RunState) -> Sequence[Prompt | EvalRequest]:
+        if not self.sizes:  # dev too small to race on: every affordable candidate goes straight to full dev
+            if self.phase == "done":
+                return []
+            self.phase = "done"
+            dev = len(self.ctx.task.dev)
+            return affordable(self.queue, self.ctx.calls_left(), lambda _: dev, lambda _: 0)
+        while True:
+            if self.phase == "race":
+                if self.race is not None:
+                    stage = self.race.requests()
+                    if stage:
+                        return stage
+                    self._finish_race()
+                    if self._wants_teacher():
+                        self.phase = "teacher"
+                        return [self._teacher_request()]
+                if not self._start_race(state):
+                    self.phase = "confirm"
+            elif self.phase == "teacher":  # observe() moved on; nothing to send
+                self.phase = "race"
+            elif self.phase == "confirm":
+                self.phase = "done"
+                ranked = sorted(self.survivors.values(), key=lambda v: -_mean(v[1]))
+                confirm = [p for p, _ in ranked[: self.config.top_k]]
+                if confirm:
+                    return confirm
+            else:
+                return []
+
+    def observe(self, state: RunState, records: Sequence[TrialRecord]) -> None:
+        if self.phase == "teacher":
+            (record,) = records
+            if record.result is not None:
+                self.queue = _unique([*self._bootstrapped(record), *self.queue])
+            self.phase = "race"
+            return
+        if self.race is not None:
+            for r in records:
+                if not r.full:
+                    self.race.record(r.prompt, r.result)
+
+    # -- internals ---------------------------------------------------------------------------------------------
+    @property
+    def _per_candidate(self) -> int:
+        """Worst-case calls of one candidate: its race, or the full dev split when there is no race."""
+        return self.sizes[-1] if self.sizes else len(self.ctx.task.dev)
+
+    def _reserve(self, n_new: int) -> int:
+        """Calls kept for confirming up to ``top_k`` survivors (now and ``n_new`` more) on full dev."""
+        n = min(self.config.top_k, len(self.survivors) + n_new)
+        return n * self.ctx.confirmation_cost(self.sizes[-1]) if self.sizes else 0
+
+    def _start_race(self, state: RunState) -> bool:
+        queue = [p for p in self.queue if p.id not in self.survivors and state.history.find(p.id) is None]
+        chunk = affordable(
+            queue[: self.config.chunk_size],
+            self.ctx.calls_left(),
+            lambda _: self._per_candidate,
+            lambda p: self._reserve(len(p)),
+        )
+        budget_cut = len(chunk) < min(len(queue), self.config.chunk_size)
+        self.queue = [] if budget_cut else queue[len(chunk) :]
+        if not chunk:
+            return False
+        incumbents = incumbents_of([state.seed_record])
+        incumbents.update({pid: scores for pid, (_, scores) in self.survivors.items()})
+        self.race = Race(chunk, self.race_examples, self.sizes, alpha=self.config.race_alpha, incumbents=incumbents)
+        return True
+
+    def _finish_race(self) -> None:
+        assert self.race is not None
+        self.racing.add(self.race)
+        for p, _ in self.race.ranking():
+            self.survivors[p.id] = (p, self.race.scores[p.id])
+        self.race = None
+
+    def _wants_teacher(self) -> bool:
+        if self.teacher is not None or "bootstrapped" not in self.config.sources or not self.survivors:
+            return False
+        pool = self._teacher_pool()
+        left = self.ctx.calls_left()
+        return bool(pool) and (left is None or len(pool) + self._per_candidate + self._reserve(1) <= left)
+
+    def _teacher_pool(self) -> tuple[Example, ...]:
+        best, _ = max(self.survivors.values(), key=lambda v: _mean(v[1]))
+        shown = {d.id for d in best.demos}
+        pool = [ex for ex in self.ctx.task.train if ex.id not in shown]
+        rng = random.Random(f"{self.ctx.seed}:teacher")
+        return tuple(rng.sample(pool, min(self.config.bootstrap_pool, len(pool))))
+
+    def _teacher_request(self) -> EvalRequest:
+        pool = self._teacher_pool()
+        self.teacher, _ = max(self.survivors.values(), key=lambda v: _mean(v[1]))
+        return EvalRequest(self.teacher, pool)
+
+
+def _mean(scores: dict[str, float]) -> float:
+    return sum(scores.values()) / len(scores) if scores else 0.0
+
+
+def _unique(prompts: Sequence[Prompt]) -> list[Prompt]:
+    return list({p.id: p for p in prompts}.values())
