@@ -375,16 +375,14 @@ class _Run:
         stop_reason = "optimizer finished"
         try:
             self.optimizer.setup(self.ctx)
+            # no budget check here: the client stops at the first call the budget cannot pay, so evaluations
+            # the cache answers for free (e.g. confirming a candidate on dev examples it was screened on) still run
             while True:
                 if state.stop_requested:
                     stop_reason = state.stop_reason or "stopped"
                     break
                 if self.optimizer.should_stop(state):
                     stop_reason = state.stop_reason or "optimizer converged"
-                    break
-                reason = self.client.budget.exhausted_reason()
-                if reason:
-                    stop_reason = reason
                     break
                 state.step += 1
                 proposals = self.optimizer.propose(state)

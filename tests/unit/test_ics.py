@@ -6,6 +6,7 @@ import hashlib
 import json
 import random
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 
@@ -253,3 +254,30 @@ def test_ics_optimizer_screens_combinations_and_promotes_the_best():
     assert result.baseline_dev["mean"] == 0.0
     assert result.best_dev["mean"] == 1.0
     assert result.best_prompt.origin == "ics"
+
+
+def test_ics_sub_prompts_render_their_demos_as_chat_turns():
+    p = replace(ics_prompt("vote"), demo_format="turns")
+    ex = Example(id="q", inputs={"text": "a query"}, target="positive")
+    subs = p.render_all([ex])[0]
+    assert len(subs) == 3
+    for messages, demo_set in zip(subs, SETS, strict=True):
+        assert [m.role for m in messages] == ["system", "user", "assistant", "user", "assistant", "user"]
+        assert [m.content for m in messages if m.role == "assistant"] == [d.answer for d in demo_set]
+
+
+def test_ics_optimizer_plans_its_budget_so_the_screened_best_are_confirmed():
+    task = sentiment_task()
+
+    def fn(request):
+        return "positive" if "positive" in " ".join(m.content for m in request.messages[1:]) else "negative"
+
+    opt = promptopt.load_optimizer("ics", ks=[1, 3], shots=[1, 2], strategies=["random"], top_k=2)
+    n_dev = len(task.dev)
+    cache = promptopt.ResponseCache(":memory:")
+    tight = promptopt.optimize(task, opt, FakeModel(fn=fn), cache=cache, budget=promptopt.Budget(max_calls=3 * n_dev))
+    assert 0 < tight.search["screened"] < 8 and tight.search["confirmed"] == 2
+    model = FakeModel(fn=fn)
+    with pytest.raises(promptopt.ConfigError, match="--budget-calls"):
+        promptopt.optimize(task, opt, model, cache=False, budget=promptopt.Budget(max_calls=n_dev + 1))
+    assert model.requests == []

@@ -1,10 +1,13 @@
 """``ics``: In-Context Sampling search (Yao et al., 2024) over K × shots × strategy × aggregation.
 
-Every combination of the configured ``ks``, ``shots``, ``strategies`` and ``aggregations`` becomes an ICS
-prompt around the seed instruction (:func:`promptopt.ics.make_ics_prompt`, demos from the train split;
-K = 1 is a plain in-context-learning prompt). All are screened on one dev minibatch, cheapest (smallest
-K × shots) first so a tight budget still screens the cheap ones; the ``top_k`` go on to the full dev split.
-``vote`` and ``confidence`` over the same demo sets share their model calls through the cache.
+Every combination of the configured ``ks``, ``shots``, ``strategies``, ``aggregations`` and ``demo_formats``
+(demos inline or as chat turns in every sub-prompt) becomes an ICS prompt around the seed instruction
+(:func:`promptopt.ics.make_ics_prompt`, demos from the train split; K = 1 is a plain in-context-learning prompt).
+They are screened on one dev minibatch, cheapest (smallest K × shots) first, and the ``top_k`` go on to the full
+dev split. The budget is planned (:mod:`promptopt.optimizers.planning`): the confirmations of the ``top_k`` are
+reserved first and only the candidates the rest pays for are screened, so a tight budget screens the cheap ones
+and still confirms them. ``vote`` and ``confidence`` over the same demo sets share their model calls through the
+cache.
 
 With ``robust`` = ``mean`` or ``worst`` a candidate's screening score is the mean or the minimum over
 ``n_robust_formats`` FormatSpread formats (:mod:`promptopt.formats`) instead of its score as written.
@@ -15,17 +18,19 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
-from promptopt.candidate import Prompt
+from promptopt.candidate import DEMO_FORMATS, SEARCHED_DEMO_FORMATS, Prompt
 from promptopt.exceptions import ConfigError
 from promptopt.formats import ROBUST_OBJECTIVES, Robust, format_variants, robust_score
 from promptopt.ics import AGGREGATIONS, STRATEGIES, make_ics_prompt
 from promptopt.optimizers.base import EvalRequest, Optimizer, OptimizerConfig, RunContext, RunState, register_optimizer
+from promptopt.optimizers.planning import affordable, subprompts
 
 if TYPE_CHECKING:
     from promptopt.history import TrialRecord
+    from promptopt.task import Task
 
 
 def check_choices(values: Sequence[str], allowed: Sequence[str], name: str) -> None:
@@ -48,6 +53,7 @@ class ICSConfig(OptimizerConfig):
     shots: tuple[int, ...] = field(default=(2, 4), metadata={"help": "demos per sub-prompt to try"})
     strategies: tuple[str, ...] = field(default=STRATEGIES, metadata={"help": "random, similar, diverse"})
     aggregations: tuple[str, ...] = field(default=AGGREGATIONS, metadata={"help": "vote, confidence"})
+    demo_formats: tuple[str, ...] = field(default=SEARCHED_DEMO_FORMATS, metadata={"help": "inline, turns, …"})
     embedder: str = field(default="auto", metadata={"help": "auto, minilm or tfidf (similar/diverse)"})
     minibatch_size: int = field(default=20, metadata={"min": 1, "help": "dev examples for screening"})
     top_k: int = field(default=3, metadata={"min": 1, "help": "candidates promoted to the full dev split"})
@@ -56,13 +62,18 @@ class ICSConfig(OptimizerConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("ks", "shots", "strategies", "aggregations"):
+        for name in ("ks", "shots", "strategies", "aggregations", "demo_formats"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if not self.ks or min(self.ks) < 1 or not self.shots or min(self.shots) < 1:
             raise ConfigError(f"ks and shots must be non-empty and >= 1, got {self.ks} and {self.shots}.", field="ks")
         check_choices(self.strategies, STRATEGIES, "strategies")
         check_choices(self.aggregations, AGGREGATIONS, "aggregations")
+        check_choices(self.demo_formats, DEMO_FORMATS, "demo_formats")
         check_choices([self.robust], ROBUST_OBJECTIVES, "robust")
+
+    def variants(self) -> int:
+        """Formats each candidate is scored in (the robust objective's)."""
+        return self.n_robust_formats if self.robust != "none" else 1
 
 
 @register_optimizer("ics")
@@ -71,6 +82,12 @@ class ICSOptimizer(TupleSettingsMixin, Optimizer):
 
     Config = ICSConfig
     config: ICSConfig
+
+    def min_calls(self, task: Task) -> int:
+        """The cheapest candidate screened, then confirmed on full dev (worst case: no cache)."""
+        c = self.config
+        k = min(c.ks)
+        return k * (min(c.minibatch_size, len(task.dev)) * c.variants() + len(task.dev))
 
     def setup(self, ctx: RunContext) -> None:
         super().setup(ctx)
@@ -84,7 +101,7 @@ class ICSOptimizer(TupleSettingsMixin, Optimizer):
         combos = sorted(itertools.product(c.ks, c.shots, c.strategies, aggregations), key=lambda x: (x[0] * x[1], x[0]))
         self.candidates: list[Prompt] = []
         seen: set[str] = set()
-        for k, shots, strategy, aggregation in combos:
+        for (k, shots, strategy, aggregation), demo_format in itertools.product(combos, c.demo_formats):
             if k == 1 and aggregation != aggregations[0]:
                 continue  # one sub-prompt: nothing to aggregate
             p = make_ics_prompt(
@@ -97,6 +114,7 @@ class ICSOptimizer(TupleSettingsMixin, Optimizer):
                 seed=ctx.seed,
                 embedder=c.embedder,
             )
+            p = replace(p, demo_format=demo_format, meta={**p.meta, "demo_format": demo_format})  # type: ignore[arg-type]
             if p.id not in seen:
                 seen.add(p.id)
                 self.candidates.append(p)
@@ -110,12 +128,24 @@ class ICSOptimizer(TupleSettingsMixin, Optimizer):
     def propose(self, state: RunState) -> Sequence[Prompt | EvalRequest]:
         if self.phase == "screen":
             self.phase = "promote"
-            return [EvalRequest(v, self.minibatch) for p in self.candidates for v in self.variants[p.id]]
+            self.screened = self._plan()
+            return [EvalRequest(v, self.minibatch) for p in self.screened for v in self.variants[p.id]]
         if self.phase == "promote":
             self.phase = "done"
-            ranked = sorted(self.candidates, key=lambda p: -self.scores.get(p.id, float("-inf")))
+            ranked = sorted(self.screened, key=lambda p: -self.scores.get(p.id, float("-inf")))
             return ranked[: self.config.top_k]
         return []
+
+    def _plan(self) -> list[Prompt]:
+        """The cheapest-first candidates whose screening, plus confirming the dearest ``top_k`` of them on full
+        dev, fits in the planned budget."""
+        n, per = len(self.minibatch), self.config.variants()
+
+        def reserve(prefix: Sequence[Prompt]) -> int:
+            costs = sorted((self.ctx.confirmation_cost(n, subprompts(p)) for p in prefix), reverse=True)
+            return sum(costs[: self.config.top_k])
+
+        return affordable(self.candidates, self.ctx.calls_left(), lambda p: subprompts(p) * n * per, reserve)
 
     def observe(self, state: RunState, records: Sequence[TrialRecord]) -> None:
         by_id = {r.prompt.id: r.mean for r in records if not r.full and r.status == "complete"}
