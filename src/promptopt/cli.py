@@ -141,8 +141,13 @@ def optimize(
     task_arg: Annotated[str | None, typer.Argument(metavar="[TASK]", help="Task name or directory.")] = None,
     task: Annotated[str | None, typer.Option("--task", "-t", help="Task name, directory or task.yaml.")] = None,
     optimizer: Annotated[
-        str, typer.Option("--optimizer", "-o", help="Optimizer or preset name, or preset .yaml.")
-    ] = "ape",
+        str,
+        typer.Option(
+            "--optimizer",
+            "-o",
+            help="Optimizer or preset name, or preset .yaml (default auto: demos, then the instruction, then a soft prompt).",
+        ),
+    ] = "auto",
     model: Annotated[
         str, typer.Option("--model", "-m", help="Task model spec (see `promptopt models list`).")
     ] = "smollm2",

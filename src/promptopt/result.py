@@ -39,6 +39,8 @@ class OptimizationResult:
     """How the best prompt was chosen (``select``), e.g. why the seed prompt was kept."""
     search: dict[str, int] = field(default_factory=dict)
     """Distinct candidates ``screened`` on dev minibatches and ``confirmed`` on the full dev split (seed excluded)."""
+    notes: list[str] = field(default_factory=list)
+    """What the optimizer decided and why (e.g. ``auto``'s stages)."""
     n_trials: int = 0
     stop_reason: str = ""
     rejected: dict[str, int] = field(default_factory=dict)
@@ -106,6 +108,7 @@ class OptimizationResult:
                 f"candidates: {self.search['screened']} screened on dev minibatches, "
                 f"{self.search['confirmed']} confirmed on full dev"
             )
+        lines += [f"{self.optimizer}: {note}" for note in self.notes]
         if self.selection.startswith("seed prompt kept"):
             lines.append(self.selection)
         if self.racing.get("races"):

@@ -471,6 +471,7 @@ class _Run:
             selection=selection,
             dev_comparison=dev_comparison,
             search=search,
+            notes=list(self.optimizer.notes),
             racing=asdict(self.optimizer.racing) if self.optimizer.racing else {},
             usage=self.client.budget.to_dict(),
             run_dir=str(self.run_dir) if self.run_dir else None,

@@ -2,6 +2,7 @@
 ``promptopt.optimizers`` entry-point group."""
 
 from promptopt.optimizers.ape import APEConfig, APEOptimizer
+from promptopt.optimizers.auto import AutoConfig, AutoOptimizer
 from promptopt.optimizers.apo import APOConfig, APOOptimizer
 from promptopt.optimizers.base import (
     OPTIMIZERS,
@@ -27,6 +28,8 @@ __all__ = [
     "APEOptimizer",
     "APOConfig",
     "APOOptimizer",
+    "AutoConfig",
+    "AutoOptimizer",
     "BaselineOptimizer",
     "EvalRequest",
     "FeedbackConfig",

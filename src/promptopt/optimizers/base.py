@@ -58,10 +58,17 @@ class RunContext:
     rng: random.Random
     seed: int
     run_dir: Path | None = None
+    planned_cap: int | None = None
+    """Planned calls at which this context's budget ends (a stage of a composite optimizer); None: the run's."""
 
     def calls_left(self) -> int | None:
         """Calls left to plan with (:meth:`~promptopt.budget.BudgetTracker.planned_left`; None: no call limit)."""
-        return self.evaluator.client.budget.planned_left()
+        budget = self.evaluator.client.budget
+        left = budget.planned_left()
+        if self.planned_cap is None:
+            return left
+        capped = max(0, self.planned_cap - budget.planned)
+        return capped if left is None else min(left, capped)
 
     def confirmation_cost(self, scored: int, subprompts: int = 1) -> int:
         """Planned calls to score a candidate on the full dev split after it was scored on ``scored`` dev
@@ -118,6 +125,8 @@ class Optimizer:
     """Trains in process (soft prompts): the runner refuses a task model without ``capabilities.trainable``."""
     racing: RaceTotals | None = None
     """Set by optimizers that race candidates; the runner copies the totals into the result."""
+    notes: tuple[str, ...] = ()
+    """What the optimizer decided and why (e.g. ``auto``'s stages); the runner copies them into the result."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -82,10 +82,13 @@ class SoftPromptConfig(OptimizerConfig):
     )
     tpv_store: str | None = field(default=None, metadata={"help": "vector store dir ($PROMPTOPT_HOME/vectors)"})
     save_vector: bool = field(default=False, metadata={"help": "store this task's vector (best − init)"})
+    start_from: str = field(
+        default="seed", metadata={"help": "seed | best: train under the seed prompt or the run's best so far"}
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name, allowed in (("init", INITS), ("schedule", SCHEDULES)):
+        for name, allowed in (("init", INITS), ("schedule", SCHEDULES), ("start_from", ("seed", "best"))):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"must be one of {list(allowed)}, got {getattr(self, name)!r}", field=name)
         if isinstance(self.tpv, Mapping):
@@ -123,9 +126,13 @@ class SoftPromptOptimizer(Optimizer):
         self.best: float | None = None
         self.since_best = 0
         self.finished: str | None = None
+        self.start: Prompt | None = None
 
     def propose(self, state: RunState) -> Sequence[Prompt | EvalRequest]:
-        seed = state.seed_record.prompt
+        if self.start is None:  # the text prompt the soft prompt is trained under (demos included)
+            best = state.best().prompt if self.config.start_from == "best" else state.seed_record.prompt
+            self.start = dataclasses.replace(best, soft_prompt=None) if best.soft_prompt else best
+        seed = self.start
         if self.replay:  # a resumed run: its checkpoints first (scored from the cache)
             return [self._candidate(seed, self.replay.pop(0))]
         if self.finished:

@@ -1,0 +1,144 @@
+"""``auto``: the CLI's default — demonstrations first, then the instruction, then (in process) a soft prompt.
+
+The rule, in stages of one run (one evaluator, cache, budget and history; each stage builds on the best prompt
+the run has confirmed so far):
+
+1. **Demonstrations** — :mod:`~promptopt.optimizers.fewshot` (labeled and bootstrapped demos, k, inline vs chat
+   turns) with up to ``fewshot_share`` of the calls left after the seed prompt. On small models this is the
+   biggest and cheapest win, and it needs no proposer, so it works with any backend.
+2. **Instruction search** — ``instruction_search`` (a preset or optimizer name; default ``pe2-compact``) on the
+   best prompt so far: its beam starts from the run's best full-dev candidates, whose demos and demo format the
+   children keep. It gets the rest of the budget, or ``search_share`` of it when a soft prompt may follow. Skipped
+   when what is left cannot pay its minimum (``min_calls``).
+3. **Soft prompt** — ``soft_prompt`` (default preset ``soft-prompt``) trained under the best prompt so far, only
+   for task models that can be trained in process (``capabilities.trainable``: ``smollm2``, ``hf:…``) and only
+   when what is left pays for a training step and a dev evaluation.
+
+Without a call limit every stage runs with its own settings. The result's ``notes`` say what ran, with what
+budget, and what was skipped and why.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from promptopt.optimizers.base import EvalRequest, Optimizer, OptimizerConfig, RunContext, RunState, register_optimizer
+from promptopt.optimizers.fewshot import FewShotOptimizer
+from promptopt.racing import RaceTotals
+
+if TYPE_CHECKING:
+    from promptopt.candidate import Prompt
+    from promptopt.history import TrialRecord
+    from promptopt.task import Task
+
+
+@dataclass(frozen=True, kw_only=True)
+class AutoConfig(OptimizerConfig):
+    fewshot_share: float = field(default=0.6, metadata={"help": "share of the calls left after the seed for demos"})
+    search_share: float = field(
+        default=0.5, metadata={"help": "share of the rest for instruction search when a soft prompt may follow"}
+    )
+    instruction_search: str = field(default="pe2-compact", metadata={"help": "preset or optimizer; '' skips"})
+    soft_prompt: str = field(default="soft-prompt", metadata={"help": "soft-prompt preset; '' skips"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        from promptopt.exceptions import ConfigError
+
+        for name in ("fewshot_share", "search_share"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ConfigError(f"must be in (0, 1], got {getattr(self, name)!r}", field=name)
+
+
+@register_optimizer("auto")
+class AutoOptimizer(Optimizer):
+    """Few-shot demos (with their format) first, then instruction search on the winner, then a soft prompt."""
+
+    Config = AutoConfig
+    config: AutoConfig
+    uses_proposer = True
+
+    def min_calls(self, task: Task) -> int:
+        return FewShotOptimizer().min_calls(task)
+
+    def setup(self, ctx: RunContext) -> None:
+        super().setup(ctx)
+        self.racing = RaceTotals()
+        self.notes = ()
+        self.stage = 0
+        self.current: Optimizer | None = None
+        self._start(FewShotOptimizer(), self.config.fewshot_share, "demonstrations")
+
+    # -- the protocol ------------------------------------------------------------------------------------------
+    def propose(self, state: RunState) -> Sequence[Prompt | EvalRequest]:
+        while self.current is not None:
+            proposals = self.current.propose(state)
+            if proposals:
+                return proposals
+            self._next(state)
+        return []
+
+    def observe(self, state: RunState, records: Sequence[TrialRecord]) -> None:
+        if self.current is not None:
+            self.current.observe(state, records)
+
+    def should_stop(self, state: RunState) -> bool:
+        if self.current is None or not self.current.should_stop(state):
+            return False
+        if state.best().mean >= 1.0:
+            return True  # nothing left to gain on dev
+        self._next(state)
+        return self.current is None
+
+    # -- stages ------------------------------------------------------------------------------------------------
+    def _next(self, state: RunState) -> None:
+        """End the current stage and start the next one the rule allows."""
+        if self.current is not None:
+            ended = state.stop_reason or "finished"
+            self._note(f"{self.current.name} ended: {ended}; best dev so far {state.best().mean:.3f}")
+            state.stop_reason = None
+            if self.current.racing is not None:
+                for f in dataclasses.fields(RaceTotals):
+                    setattr(self.racing, f.name, getattr(self.racing, f.name) + getattr(self.current.racing, f.name))
+            self.current = None
+        c = self.config
+        trainable = self.ctx.evaluator.client.model.capabilities.trainable
+        while self.current is None and self.stage < 3:
+            self.stage += 1
+            if self.stage == 2 and c.instruction_search:
+                from promptopt.presets import load_optimizer
+
+                share = c.search_share if trainable and c.soft_prompt else 1.0
+                self._start(load_optimizer(c.instruction_search), share, "instruction search on the best prompt")
+            elif self.stage == 3 and c.soft_prompt:
+                if not trainable:
+                    self._note(
+                        f"soft prompt skipped: the task model {self.ctx.evaluator.client.model.name!r} cannot be "
+                        "trained in process (use smollm2 or hf:<model>)"
+                    )
+                    continue
+                from promptopt.presets import load_optimizer
+
+                self._start(load_optimizer(c.soft_prompt, start_from="best"), 1.0, "soft prompt under the best prompt")
+
+    def _start(self, optimizer: Optimizer, share: float, what: str) -> None:
+        left = self.ctx.calls_left()
+        needed = optimizer.min_calls(self.ctx.task)
+        if left is not None and left < max(needed, 1):
+            self._note(f"{what} ({optimizer.name}) skipped: {left} planned calls left, it needs at least {needed}")
+            return
+        cap = None
+        if left is not None:
+            give = min(left, max(needed, int(left * share)))
+            cap = self.ctx.evaluator.client.budget.planned + give
+            self._note(f"{what}: {optimizer.name} with up to {give} of {left} calls left")
+        else:
+            self._note(f"{what}: {optimizer.name} (no call limit)")
+        optimizer.setup(dataclasses.replace(self.ctx, planned_cap=cap))
+        self.current = optimizer
+
+    def _note(self, text: str) -> None:
+        self.notes = (*self.notes, text)

@@ -1,0 +1,46 @@
+"""auto: demos first, then instruction search on the winner, then a soft prompt for trainable models."""
+
+from __future__ import annotations
+
+from tests.unit.optimizers.test_fewshot import turns_model
+
+import promptopt
+from promptopt import Budget
+from promptopt.optimizers.auto import AutoOptimizer
+from promptopt.testing import make_toy_task, scripted_proposer
+
+
+def test_auto_runs_demos_then_instruction_search_and_explains_what_it_skipped():
+    task = make_toy_task(n_train=10, n_dev=12, n_test=10)
+    proposer = scripted_proposer(["New instruction: Reverse the word, letter by letter."])
+    result = promptopt.optimize(
+        task, AutoOptimizer(), turns_model(), proposer=proposer, budget=Budget(max_calls=300), cache=False
+    )
+    assert result.best_prompt.demo_format == "turns" and result.best_test["mean"] == 1.0
+    notes = "\n".join(result.notes)
+    assert "demonstrations: fewshot with up to 172 of 288 calls left" in notes  # 60% of what the seed left
+    assert "fewshot ended" in notes
+    assert "instruction search on the best prompt: pe2 with up to 122 of 122 calls left" in notes
+    assert "auto: demonstrations" in result.format()
+
+
+def test_auto_stages_stay_within_their_share_and_the_run_within_its_budget():
+    task = make_toy_task(n_train=10, n_dev=12, n_test=10)
+    result = promptopt.optimize(
+        task,
+        AutoOptimizer(instruction_search=""),
+        turns_model(),
+        budget=Budget(max_calls=100),
+        cache=promptopt.ResponseCache(":memory:"),
+    )
+    assert result.usage["by_role"]["task"]["calls"] <= 100
+    assert result.search["confirmed"] >= 1
+    assert "soft prompt skipped: the task model 'fake:turns' cannot be trained in process" in "\n".join(result.notes)
+
+
+def test_auto_is_the_cli_default_optimizer():
+    import inspect
+
+    from promptopt.cli import optimize
+
+    assert inspect.signature(optimize).parameters["optimizer"].default == "auto"
