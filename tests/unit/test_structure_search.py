@@ -1,5 +1,6 @@
 """structure_search: Optuna TPE over prompt structure — finds the toy optimum, resumes after a kill, shares
-one study between workers, robust objective."""
+one study between workers, robust objective; plain points first, screened instructions, budget planning that
+always confirms a candidate on full dev."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import promptopt
+from promptopt.exceptions import ConfigError
 from promptopt.presets import load_optimizer
 from promptopt.testing import TOY_BEST_INSTRUCTION, TOY_PARTIAL_INSTRUCTION, make_toy_task, toy_model
 
@@ -75,6 +77,69 @@ def test_robust_objective_scores_each_trial_over_formats(tmp_run_dir):
     for t, i in zip(done, range(0, 18, 3), strict=True):
         assert t.value == min(r.mean for r in minibatch[i : i + 3])
     assert result.best_dev is not None
+
+
+def test_plain_points_are_the_first_trials(tmp_run_dir):
+    task = make_toy_task()
+    opt = search(n_trials=6, shots=[0, 2, 4, 8], ks=[1, 3], n_formats=3)
+    promptopt.optimize(task, opt, toy_model(PROPOSALS), run_dir=tmp_run_dir, cache=False, evaluate_test=False)
+    plain = {"instruction": 0, "shots": 4, "demo_seed": 0, "strategy": "random", "k": 1, "format": 0}
+    assert [t.params for t in opt.study.get_trials()[:3]] == [
+        {"instruction": 0, "shots": 0, "format": 0},  # the seed prompt itself: told from its dev record, no calls
+        {**plain, "demo_format": "inline"},
+        {**plain, "demo_format": "turns"},
+    ]
+    assert opt.instructions[0] == task.instruction
+    history = promptopt.history.History.load(tmp_run_dir / "history.jsonl")
+    screened = [r for r in history if not r.full][:2]
+    assert [(r.prompt.instruction, len(r.prompt.demos), r.prompt.demo_format) for r in screened] == [
+        (task.instruction, 4, "inline"),
+        (task.instruction, 4, "turns"),
+    ]
+
+
+@pytest.mark.parametrize("robust", ["none", "worst"])
+@pytest.mark.parametrize("cached", [False, True])
+def test_tight_budgets_end_on_a_confirmed_candidate(tmp_path, robust, cached):
+    task = make_toy_task()
+    minimum = len(task.dev) + search(robust=robust, n_robust_formats=2).min_calls(task)
+    for extra in (0, 1, 5, 11, 17, 30):
+        opt = search(robust=robust, n_robust_formats=2)
+        cache = tmp_path / f"cache-{robust}-{extra}.sqlite" if cached else False
+        run_dir = tmp_path / f"run-{robust}-{cached}-{extra}"
+        budget = promptopt.Budget(max_calls=minimum + extra)
+        result = promptopt.optimize(task, opt, toy_model(PROPOSALS), budget=budget, cache=cache, run_dir=run_dir,
+                                    evaluate_test=False)  # fmt: skip
+        history = promptopt.history.History.load(run_dir / "history.jsonl")
+        assert result.search["confirmed"] >= 1, (extra, result.stop_reason)
+        assert history[-1].full and history[-1].prompt.id != result.seed_prompt.id  # ended on a confirmation
+        assert result.usage["total"]["calls"] <= minimum + extra
+        states = optuna.trial.TrialState
+        done = opt.study.get_trials(deepcopy=False)
+        assert not [t for t in done if t.state == states.RUNNING]  # nothing asked that the budget could not pay
+        retried = {t.user_attrs.get("retry_of") for t in done if t.state == states.WAITING}
+        assert {t.number for t in done if t.state == states.FAIL} <= retried  # handed back, not lost
+
+
+def test_a_budget_below_the_minimum_is_refused_before_any_call():
+    task = make_toy_task()
+    opt = search()
+    needed = len(task.dev) + opt.min_calls(task)
+    model = toy_model(PROPOSALS)
+    with pytest.raises(ConfigError, match=f"--budget-calls {needed}"):
+        promptopt.optimize(task, opt, model, budget=promptopt.Budget(max_calls=needed - 1), cache=False)
+    assert model.requests == []
+    assert opt.min_calls(task) == 6 + 12  # one minibatch trial and one confirmation on the 12 dev examples
+
+
+def test_chatter_from_the_proposer_is_not_an_instruction():
+    task = make_toy_task()
+    chatter = "I'm happy to help! Here is the prompt:"
+    opt = search(n_trials=4, n_instructions=2)
+    result = promptopt.optimize(task, opt, toy_model([chatter, TOY_BEST_INSTRUCTION]), cache=False,
+                                evaluate_test=False)  # fmt: skip
+    assert opt.instructions == [task.instruction, TOY_BEST_INSTRUCTION]
+    assert result.rejected == {"chatter": 1}
 
 
 RUN = textwrap.dedent(

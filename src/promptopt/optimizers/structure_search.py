@@ -2,28 +2,42 @@
 
 Search space (one categorical parameter each, conditional where it only matters for demos):
 
-- ``instruction`` — the seed instruction, the configured ``instructions`` and ``n_instructions`` induced
-  by the proposer from train demos (APE's meta-prompt);
-- ``shots`` (0 = zero-shot), ``demo_seed`` (which random draw of demos), and for In-Context Sampling
-  ``k``, ``strategy`` and ``aggregation`` (:mod:`promptopt.ics`);
+- ``instruction`` — the seed instruction, the configured ``instructions`` and up to ``n_instructions`` induced
+  by the proposer from train demos (APE's meta-prompt), kept only if they pass the meta family's screening
+  (:func:`~promptopt.optimizers.meta.screen_proposals`: no chatter, no copied input or meta-prompt line, at most
+  ``max_words``; rejections are counted in the result);
+- ``shots`` (0 = zero-shot), ``demo_seed`` (which random draw of demos), ``demo_format`` (inline or chat turns,
+  :attr:`~promptopt.candidate.Prompt.demo_format`) and for In-Context Sampling ``k``, ``strategy`` and
+  ``aggregation`` (:mod:`promptopt.ics`);
 - ``format`` — one of ``n_formats`` FormatSpread formats (:mod:`promptopt.formats`; 0 = as written).
 
-Each trial is one ``study.ask()`` → a candidate scored on a dev minibatch drawn for that trial number →
-``study.tell()``; the runner does the evaluating, so budget, cache and history stay promptopt's. Every
-``full_eval_every`` trials the leader (best mean minibatch score over its trials, not yet scored on full
-dev) goes to the full dev split, and once more at the end. With ``robust`` = ``mean``/``worst`` a trial's
-value is the mean/minimum over ``n_robust_formats`` formats instead (and ``format`` is not searched).
+A new study first runs the plain points, queued ahead of TPE's own trials (they count towards
+``n_startup_trials``): the seed instruction as written, zero-shot and with k demos (the largest configured
+``shots`` up to 4; ICS K = 1) in every ``demo_formats``. Each
+trial is one ``study.ask()`` → a candidate scored on a dev minibatch drawn for that trial number →
+``study.tell()``; the runner does the evaluating, so budget, cache and history stay promptopt's. A trial whose
+candidate is already scored on full dev (the seed's own point) is told its minibatch score from that record
+without a model call. With ``robust`` = ``mean``/``worst`` a trial's value is the mean/minimum over
+``n_robust_formats`` formats instead (and ``format`` is not searched).
+
+Confirmation on full dev: every ``full_eval_every`` trials the leader (best mean trial value, not yet scored on
+full dev), and at the end the ``n_confirm`` best such candidates. Under a call limit the search plans
+(:mod:`promptopt.optimizers.planning`): a trial is asked only if its worst case plus confirming the
+``n_confirm`` dearest unconfirmed candidates (the new one included) still fits; a queued trial whose exact cost
+does not fit is failed and queued again for another run. So a run never ends on a budget with its leaders
+unconfirmed; :meth:`StructureSearchOptimizer.min_calls` is one plain trial and its confirmation, and the
+induction only spends what is left above that (so a tight first run leaves the study fewer instructions).
 
 Persistence: the study lives in Optuna storage — ``storage`` (any Optuna RDB URL, e.g. PostgreSQL for
 several machines), by default ``sqlite:///<run_dir>/optuna.sqlite``, in memory without a run directory.
-The search space (instruction texts) is stored in the study, so workers and resumed runs share it.
-``n_trials`` counts trials of the whole study. Several processes (each its own promptopt run, with the same
-``storage`` and ``study_name``) work on one study. A resumed run (same run directory = same ``worker``)
-fails its own trials left RUNNING by the crash and re-queues their parameters; finished trials are never
-asked again, and leaders it had scored on full dev are re-scored from the response cache. A run stopped by
-its budget leaves its last trial RUNNING until that run directory is resumed; there is no heartbeat, so a
-worker that crashes and is never resumed leaves its trial RUNNING (and counted) for the others. The runner
-picks the best prompt among this worker's full-dev evaluations.
+The search space (instruction texts, induced by the first process to propose) is stored in the study, so
+workers and resumed runs share it. ``n_trials`` counts trials of the whole study. Several processes (each its
+own promptopt run, with the same ``storage`` and ``study_name``) work on one study. A resumed run (same run
+directory = same ``worker``) fails its own trials left RUNNING by the crash and re-queues their parameters;
+finished trials are never asked again, and leaders it had scored on full dev are re-scored from the response
+cache. A run stopped mid-trial (by a token, cost or time limit) leaves that trial RUNNING until its run
+directory is resumed; there is no heartbeat, so a worker that crashes and is never resumed leaves its trial
+RUNNING (and counted) for the others. The runner picks the best prompt among this worker's full-dev evaluations.
 """
 
 from __future__ import annotations
@@ -37,7 +51,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from promptopt._imports import require
-from promptopt.candidate import Prompt
+from promptopt.candidate import DEMO_FORMATS, SEARCHED_DEMO_FORMATS, Prompt
 from promptopt.exceptions import ConfigError
 from promptopt.formats import (
     ROBUST_OBJECTIVES,
@@ -49,14 +63,20 @@ from promptopt.formats import (
     sample_formats,
 )
 from promptopt.ics import AGGREGATIONS, STRATEGIES, make_ics_prompt
+from promptopt.models.base import Message
 from promptopt.optimizers.base import EvalRequest, Optimizer, OptimizerConfig, RunContext, RunState, register_optimizer
 from promptopt.optimizers.ics import TupleSettingsMixin, check_choices
-from promptopt.optimizers.meta import Proposer, extract_instruction, format_example, render_meta_prompt
+from promptopt.optimizers.meta import Proposer, format_example, render_meta_prompt, score_on, screen_proposals
+from promptopt.optimizers.planning import affordable, eval_cost, top_confirmation_cost
 
 if TYPE_CHECKING:
     from promptopt.history import TrialRecord
+    from promptopt.task import Task
 
 logger = logging.getLogger(__name__)
+
+PLAIN_MAX_SHOTS = 4
+"""The plain few-shot points use the largest configured ``shots`` up to this many demos."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,10 +84,15 @@ class StructureSearchConfig(OptimizerConfig):
     n_trials: int = field(default=40, metadata={"min": 1, "help": "minibatch trials in the whole study"})
     minibatch_size: int = field(default=16, metadata={"min": 1, "help": "dev examples per trial"})
     full_eval_every: int = field(default=10, metadata={"min": 1, "help": "trials between full-dev checks"})
+    n_confirm: int = field(default=2, metadata={"min": 1, "help": "unconfirmed leaders scored on full dev at the end"})
     n_instructions: int = field(default=4, metadata={"min": 0, "help": "instructions induced by the proposer"})
     instructions: tuple[str, ...] = field(default=(), metadata={"help": "extra instruction candidates"})
+    max_words: int = field(default=50, metadata={"min": 1, "help": "longest induced instruction kept"})
     shots: tuple[int, ...] = field(default=(0, 2, 4), metadata={"help": "demos per prompt to try"})
     n_demo_seeds: int = field(default=4, metadata={"min": 1, "help": "random demo draws per setting"})
+    demo_formats: tuple[str, ...] = field(
+        default=SEARCHED_DEMO_FORMATS, metadata={"help": "inline, turns, turns_first, turns_system"}
+    )
     ks: tuple[int, ...] = field(default=(1,), metadata={"help": "ICS sub-prompts K (1 = one prompt)"})
     strategies: tuple[str, ...] = field(default=("random",), metadata={"help": "random, similar, diverse"})
     aggregations: tuple[str, ...] = field(default=("vote",), metadata={"help": "vote, confidence"})
@@ -84,13 +109,31 @@ class StructureSearchConfig(OptimizerConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("instructions", "shots", "ks", "strategies", "aggregations"):
+        for name in ("instructions", "shots", "demo_formats", "ks", "strategies", "aggregations"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if not self.shots or min(self.shots) < 0 or not self.ks or min(self.ks) < 1:
             raise ConfigError(f"shots must be >= 0 and ks >= 1, got {self.shots} and {self.ks}.", field="shots")
+        check_choices(self.demo_formats, DEMO_FORMATS, "demo_formats")
         check_choices(self.strategies, STRATEGIES, "strategies")
         check_choices(self.aggregations, AGGREGATIONS, "aggregations")
         check_choices([self.robust], ROBUST_OBJECTIVES, "robust")
+
+    @property
+    def plain_shots(self) -> int | None:
+        """Demos of the plain few-shot points: the largest ``shots`` up to 4, else the smallest positive one."""
+        positive = sorted(s for s in self.shots if s > 0)
+        small = [s for s in positive if s <= PLAIN_MAX_SHOTS]
+        return small[-1] if small else (positive[0] if positive else None)
+
+    @property
+    def plain_k(self) -> int:
+        """ICS K of the plain few-shot points: 1 (one prompt) if configured, else the smallest K."""
+        return 1 if 1 in self.ks else min(self.ks)
+
+    @property
+    def variants(self) -> int:
+        """Evaluations per trial: the formats of the robust objective, or the candidate alone."""
+        return self.n_robust_formats if self.robust != "none" else 1
 
 
 @register_optimizer("structure_search")
@@ -100,6 +143,15 @@ class StructureSearchOptimizer(TupleSettingsMixin, Optimizer):
     Config = StructureSearchConfig
     config: StructureSearchConfig
     uses_proposer = True
+
+    def min_calls(self, task: Task) -> int:
+        """One plain trial and its confirmation on full dev; with ``robust``, also the seed's own point (scored
+        over formats, so not free)."""
+        c = self.config
+        k = c.plain_k if c.plain_shots is not None else 1
+        trial = min(c.minibatch_size, len(task.dev)) * c.variants
+        seed_point = trial if c.robust != "none" and 0 in c.shots else 0
+        return seed_point + (trial + len(task.dev)) * k
 
     def setup(self, ctx: RunContext) -> None:
         super().setup(ctx)
@@ -121,43 +173,83 @@ class StructureSearchOptimizer(TupleSettingsMixin, Optimizer):
             direction="maximize",
             load_if_exists=True,
         )
-        self.instructions = self._instructions()
+        stored = self.study.user_attrs.get("instructions")
+        self.induced = stored is not None  # else the first propose induces them (it needs the run state)
+        self.instructions: list[str] = list(stored) if stored is not None else []
         self.formats = sample_formats(c.n_formats, seed=ctx.seed, enumeration=has_options(ctx.task))
         self.aggregations = [a for a in c.aggregations if a == "vote" or ctx.evaluator.resolved_mode == "score"]
         if not self.aggregations:
             raise ConfigError("aggregation 'confidence' needs label scoring; add 'vote'.", field="aggregations")
         self.values: dict[str, list[float]] = {}  # candidate id -> its trial values
         self.prompts: dict[str, Prompt] = {}
-        self.full_done: set[str] = set()
+        self.full_done: set[str] = {ctx.task.seed_prompt().id}  # the runner scored the seed on dev already
         self.open: dict[int, Any] = {}  # outstanding trial by number
         self.pending: list[Prompt] = []  # full-dev evaluations to propose next
+        self.closing = False  # no more trials: the final confirmations are pending or done
         self.told = 0
+        if not self.study.get_trials(deepcopy=False):
+            for point in self._plain_points():
+                self.study.enqueue_trial(point, skip_if_exists=True)
         self._recover()
 
     # -- the search space -------------------------------------------------------------------------
-    def _instructions(self) -> list[str]:
-        """Instruction candidates, shared through the study (the first process to get here writes them)."""
-        stored = self.study.user_attrs.get("instructions")
+    @property
+    def _searches_format(self) -> bool:
+        return self.config.robust == "none" and len(self.formats) > 1
+
+    def _plain_points(self) -> list[dict[str, Any]]:
+        """The seed instruction as written: zero-shot, then with the plain shots in every demo format."""
+        c = self.config
+        fmt = {"format": 0} if self._searches_format else {}
+        points = [{"instruction": 0, "shots": 0, **fmt}] if 0 in c.shots else []
+        if c.plain_shots is not None:
+            demos: dict[str, Any] = {
+                "instruction": 0,
+                "shots": c.plain_shots,
+                "demo_seed": 0,
+                "strategy": "random" if "random" in c.strategies else c.strategies[0],
+                "k": c.plain_k,
+                **({"aggregation": self.aggregations[0]} if c.plain_k > 1 else {}),
+                **fmt,
+            }
+            points += [{**demos, "demo_format": f} for f in c.demo_formats]
+        return points[: c.n_trials]
+
+    def _induce(self, state: RunState) -> None:
+        """Instruction candidates, shared through the study (the first process to propose writes them); induced
+        ones are screened, and only as many are asked for as the budget pays above :meth:`min_calls`."""
+        self.induced = True
+        stored = self.study.user_attrs.get("instructions")  # another worker may have written them meanwhile
         if stored is not None:
-            return list(stored)
+            self.instructions = list(stored)
+            return
         task, c = self.ctx.task, self.config
         out = list(dict.fromkeys([task.instruction, *c.instructions]))
-        if c.n_instructions:
-            proposer = Proposer(self.ctx.proposer, temperature=c.temperature, max_tokens=c.max_tokens)
-            train = list(task.train)
-            metas = [
-                render_meta_prompt(
-                    "ape_induce", demos=[format_example(d) for d in self.ctx.rng.sample(train, min(5, len(train)))]
-                )
-                for _ in range(c.n_instructions)
-            ]
-            forbidden = [str(v) for ex in train for v in ex.inputs.values()]
-            for text in proposer.ask(metas):
-                ext = extract_instruction(text, forbidden=forbidden)
-                if ext.instruction is not None and ext.instruction not in out:
-                    out.append(ext.instruction)
+        train = list(task.train)
+        metas = [
+            render_meta_prompt(
+                "ape_induce", demos=[format_example(d) for d in self.ctx.rng.sample(train, min(5, len(train)))]
+            )
+            for _ in range(c.n_instructions)
+        ]
+        metas = affordable(metas, self._calls_left(), lambda _: 1, lambda _: self.min_calls(task))
+        if len(metas) < c.n_instructions:
+            logger.info("structure_search: the call budget pays for %d of %d inductions", len(metas), c.n_instructions)
+        if metas:
+            replies = Proposer(self.ctx.proposer, temperature=c.temperature, max_tokens=c.max_tokens).ask(metas)
+            kids = screen_proposals(
+                replies,
+                task.seed_prompt(),
+                state,
+                origin="structure_search",
+                seen=set(out),
+                max_words=c.max_words,
+                forbidden={str(v) for ex in (*task.train, *task.dev) for v in ex.inputs.values()},
+                meta_prompts=[(Message("user", m),) for m in metas],
+            )
+            out += [kid.instruction for kid in kids]
         self.study.set_user_attr("instructions", out)
-        return list(self.study.user_attrs["instructions"])
+        self.instructions = out
 
     def _suggest(self, trial: Any) -> dict[str, Any]:
         c = self.config
@@ -167,11 +259,12 @@ class StructureSearchOptimizer(TupleSettingsMixin, Optimizer):
         p["shots"] = trial.suggest_categorical("shots", list(c.shots))
         if p["shots"] > 0:
             p["demo_seed"] = trial.suggest_categorical("demo_seed", list(range(c.n_demo_seeds)))
+            p["demo_format"] = trial.suggest_categorical("demo_format", list(c.demo_formats))
             p["strategy"] = trial.suggest_categorical("strategy", list(c.strategies))
             p["k"] = trial.suggest_categorical("k", list(c.ks))
             if p["k"] > 1:
                 p["aggregation"] = trial.suggest_categorical("aggregation", self.aggregations)
-        if c.robust == "none" and len(self.formats) > 1:
+        if self._searches_format:
             p["format"] = trial.suggest_categorical("format", list(range(len(self.formats))))
         return p
 
@@ -185,7 +278,7 @@ class StructureSearchOptimizer(TupleSettingsMixin, Optimizer):
         prompt = base
         if shots > 0:
             prompt = make_ics_prompt(
-                base,
+                replace(base, demo_format=params["demo_format"]),
                 task.train,
                 k=params.get("k", 1),
                 shots=shots,
@@ -226,53 +319,128 @@ class StructureSearchOptimizer(TupleSettingsMixin, Optimizer):
         states = self.optuna.trial.TrialState
         return len(self.study.get_trials(deepcopy=False, states=(states.COMPLETE, states.RUNNING, states.WAITING)))
 
-    def leader(self, *, skip_done: bool) -> Prompt | None:
-        """The candidate with the best mean trial value (ties: more trials) — among those not yet scored on
-        full dev (``skip_done``), or overall, returning None when it has been scored already."""
-        todo = [pid for pid in self.values if not (skip_done and pid in self.full_done)]
-        if not todo:
-            return None
-        best = max(todo, key=lambda pid: (sum(self.values[pid]) / len(self.values[pid]), len(self.values[pid])))
-        return None if best in self.full_done else self.prompts[best]
+    def _ranked(self) -> list[Prompt]:
+        """Candidates not yet scored on full dev, best mean trial value first (ties: more trials, then earlier)."""
+        todo = [pid for pid in self.values if pid not in self.full_done]
+        todo.sort(key=lambda pid: (sum(self.values[pid]) / len(self.values[pid]), len(self.values[pid])), reverse=True)
+        return [self.prompts[pid] for pid in todo]
+
+    # -- budget planning --------------------------------------------------------------------------
+    def _calls_left(self) -> int | None:
+        """Planned calls left (:meth:`RunContext.calls_left`), capped by the calls the budget still pays: a
+        resumed run does not replay its finished trials, so it has planned less than it paid."""
+        left = self.ctx.calls_left()
+        tracker = self.ctx.evaluator.client.budget
+        if left is None or tracker.budget.max_calls is None:
+            return left
+        return min(left, tracker.budget.max_calls - tracker.limited().calls)
+
+    def _fits(self, cost: int, todo: Sequence[Prompt], *, unknown: bool = False) -> bool:
+        """Whether ``cost`` more calls still leave enough to confirm the ``n_confirm`` dearest of ``todo`` on full
+        dev — with ``unknown``, of ``todo`` and a candidate not built yet, at its worst case."""
+        left = self._calls_left()
+        if left is None:
+            return True
+        dev, n = len(self.ctx.task.dev), self.config.n_confirm
+        if unknown:
+            reserve = dev * self._max_k() + top_confirmation_cost(todo, dev, n - 1)
+        else:
+            reserve = top_confirmation_cost(todo, dev, n)
+        return cost + reserve <= left
+
+    def _max_k(self) -> int:
+        """The largest ICS K a trial can get (K only applies with demos)."""
+        return max(self.config.ks) if max(self.config.shots) > 0 else 1
+
+    def _worst_trial(self) -> int:
+        c = self.config
+        return min(c.minibatch_size, len(self.ctx.task.dev)) * self._max_k() * c.variants
+
+    def _close(self, state: RunState, *, over_budget: bool) -> None:
+        """No more trials: queue the final confirmations (the ``n_confirm`` leaders, as far as the budget pays)."""
+        self.closing = True
+        dev = len(self.ctx.task.dev)
+        leaders = self._ranked()[: self.config.n_confirm]
+        self.pending = affordable(leaders, self._calls_left(), lambda p: eval_cost(p, dev), lambda _: 0)
+        if over_budget:
+            state.stop_reason = "the call budget left paid only for confirming the leaders on full dev"
+            logger.info("structure_search: %s (%d)", state.stop_reason, len(self.pending))
 
     # -- the protocol -----------------------------------------------------------------------------
     def propose(self, state: RunState) -> Sequence[Prompt | EvalRequest]:
-        if self.pending:
-            return [self.pending.pop(0)]
+        if not self.induced:
+            self._induce(state)
+        while not self.pending and not self.closing:
+            trial = self._ask(state)
+            if trial is not None and (requests := self._requests(trial, state)):
+                return requests
+        out, self.pending = self.pending, []
+        return out
+
+    def _ask(self, state: RunState) -> Any | None:
+        """The next trial, or None (after :meth:`_close`) when the study is done or the budget cannot pay one."""
         waiting = self.study.get_trials(deepcopy=False, states=(self.optuna.trial.TrialState.WAITING,))
         if not waiting and self._n_taken() >= self.config.n_trials:
-            lead = self.leader(skip_done=False)
-            return [lead] if lead is not None else []
+            self._close(state, over_budget=False)
+            return None
+        # queued trials have fixed parameters, so their exact cost is checked after asking (_requests)
+        if not waiting and not self._fits(self._worst_trial(), self._ranked(), unknown=True):
+            self._close(state, over_budget=True)
+            return None
         trial = self.study.ask()
         trial.set_user_attr("worker", self.worker)
+        return trial
+
+    def _requests(self, trial: Any, state: RunState) -> list[EvalRequest]:
+        """The trial's minibatch evaluations; [] when it was told without any (or handed back: over budget)."""
         params = self._suggest(trial)
         prompt = self.build(params)
         self.prompts.setdefault(prompt.id, prompt)
-        self.open = {trial.number: (trial, prompt.id)}
+        batch = self._minibatch(trial.number)
+        done = state.history.find(prompt.id)
+        if self.config.robust == "none" and done is not None and (value := score_on(done, batch)) is not None:
+            self.study.tell(trial, value)  # scored on full dev already: its minibatch score is known
+            self._learn(prompt.id, value)
+            return []
         variants = (
             format_variants(prompt, self.ctx.task, self.config.n_robust_formats, seed=self.ctx.seed)
             if self.config.robust != "none"
             else [prompt]
         )
-        batch = self._minibatch(trial.number)
+        todo = self._ranked()
+        if prompt.id not in self.full_done and prompt.id not in self.values:
+            todo.append(prompt)
+        if not self._fits(sum(eval_cost(v, len(batch)) for v in variants), todo):
+            self.study.tell(trial, state=self.optuna.trial.TrialState.FAIL)
+            self.study.enqueue_trial(params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
+            self._close(state, over_budget=True)
+            return []
+        self.open = {trial.number: (trial, prompt.id)}
         return [EvalRequest(v, batch) for v in variants]
 
     def observe(self, state: RunState, records: Sequence[TrialRecord]) -> None:
-        if len(records) == 1 and records[0].full:
-            self._observe_full(records[0])
+        if all(r.full for r in records):
+            for r in records:
+                self._observe_full(r)
             return
         ((trial, pid),) = self.open.values()
         self.open = {}
         if any(r.status != "complete" for r in records):
             self.study.tell(trial, state=self.optuna.trial.TrialState.FAIL)
             return
-        means = [r.mean for r in records]
-        value = robust_score(means, self.config.robust)
+        value = robust_score([r.mean for r in records], self.config.robust)
         self.study.tell(trial, value)
+        self._learn(pid, value)
+
+    def _learn(self, pid: str, value: float) -> None:
+        """Record a told trial; every ``full_eval_every`` trials queue the leader for full dev if that fits."""
         self.values.setdefault(pid, []).append(value)
         self.told += 1
-        if self.told % self.config.full_eval_every == 0 and (lead := self.leader(skip_done=True)) is not None:
-            self.pending.append(lead)
+        if self.told % self.config.full_eval_every:
+            return
+        ranked = self._ranked()
+        if ranked and self._fits(eval_cost(ranked[0], len(self.ctx.task.dev)), ranked[1:]):
+            self.pending.append(ranked[0])
 
     def _observe_full(self, record: TrialRecord) -> None:
         pid = record.prompt.id
