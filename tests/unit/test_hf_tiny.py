@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -293,3 +294,23 @@ def test_fast_dtype_uses_bf16_only_with_native_support(model_dir: Path, monkeypa
     monkeypatch.setattr(hf, "cpu_has_bf16", lambda: True)
     assert HFModel(str(model_dir), device="cpu", dtype="fast").name.endswith("@bfloat16")
     assert HFModel(str(model_dir), device="cpu").dtype == "float32"
+
+
+def test_demo_turns_are_the_shared_prefix_whose_kv_cache_is_reused(model: HFModel) -> None:
+    from promptopt.candidate import Prompt
+    from promptopt.data import Example
+
+    demos = tuple(Example(id=f"d{i}", inputs={"q": f"demo question number {i}"}, target=f"a{i}") for i in range(3))
+    prompt = Prompt(instruction="Answer the question.", template="{{ instruction }}\nQ: {{ q }}\nA:", demos=demos)
+    turns = dataclasses.replace(prompt, demo_format="turns")
+    queries = [Example(id=f"x{i}", inputs={"q": f"query {i}"}, target="") for i in range(3)]
+    requests = [ScoreRequest(messages=turns.render(ex), continuations=("yes",)) for ex in queries]
+    items = model._share_prefixes([_item(model, i, r) for i, r in enumerate(requests)])
+    context = model.encode(turns.render_context())  # system + every demo turn
+    assert {it.prefix for it in items} == {items[0].prefix}
+    assert items[0].prefix >= len(context) - 4  # the demo turns (all but the assistant header tokens) are shared
+    model.clear_prefix_cache()
+    cached = model.score(requests)
+    singles = one_by_one(model, "score", requests)
+    for a, b in zip(cached, singles, strict=True):
+        assert a.logprobs == pytest.approx(b.logprobs, abs=5e-5)
