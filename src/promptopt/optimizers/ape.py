@@ -8,10 +8,19 @@ Engineers").
    ``top_k`` survivors go on to the full dev split.
 3. *Resample* (``resample_rounds`` > 0): the proposer writes ``n_resample`` paraphrases of each of the
    best full-dev candidates so far (APE's iterative Monte-Carlo search); they are selected the same way.
+
+Budget plan (:mod:`promptopt.optimizers.planning`): before each screening asks the proposer, the
+confirmations of up to ``top_k`` candidates on full dev are reserved, and only as many proposals are asked
+as their proposer calls and worst-case races (every stage run) fit in the rest of the planned calls. A
+resample round that cannot pay for one candidate and its confirmation is skipped, and the run ends
+("budget planned out"). So the promoted candidates are always confirmed on full dev, and a budget that
+cannot pay for the induction, one race and one confirmation is refused before anything is spent
+(:meth:`APEOptimizer.min_calls`).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
@@ -19,10 +28,14 @@ from typing import TYPE_CHECKING, Literal
 from promptopt.candidate import Prompt
 from promptopt.optimizers.base import EvalRequest, Optimizer, RunContext, RunState, register_optimizer
 from promptopt.optimizers.meta import Proposer, extract_instruction, format_example, render_meta_prompt
+from promptopt.optimizers.planning import affordable, eval_cost, subprompts
 from promptopt.racing import Race, RaceTotals, RacingConfig, incumbents_of
 
 if TYPE_CHECKING:
     from promptopt.history import TrialRecord
+    from promptopt.task import Task
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,6 +62,14 @@ class APEOptimizer(Optimizer):
     config: APEConfig
     uses_proposer = True
 
+    def min_calls(self, task: Task) -> int:
+        """The induction's proposer calls, one candidate's race (every stage; without a race its full-dev
+        evaluation, which is then its confirmation) and its confirmation on full dev (the race examples counted
+        again: without a cache they are paid twice, so this is the worst case)."""
+        c, seed, n_dev = self.config, task.seed_prompt(), len(task.dev)
+        sizes = c.race_sizes(c.minibatch_size, n_dev)
+        return c.n_prompts + (eval_cost(seed, sizes[-1]) if sizes else 0) + eval_cost(seed, n_dev)
+
     def setup(self, ctx: RunContext) -> None:
         super().setup(ctx)
         c = self.config
@@ -63,7 +84,10 @@ class APEOptimizer(Optimizer):
 
     def propose(self, state: RunState) -> Sequence[Prompt | EvalRequest]:
         if self.phase == "induce":
-            return self._screen(self._induce(state), state)
+            n = self._affordable(self.config.n_prompts, state)
+            if not n:
+                return self._planned_out(state)
+            return self._screen(self._induce(n, state), state)
         if self.phase == "select":
             assert self.race is not None
             stage = self.race.requests()
@@ -78,7 +102,10 @@ class APEOptimizer(Optimizer):
         if self.phase == "resample":
             self.round += 1
             best = sorted(state.history.full(), key=lambda r: (-r.mean, r.trial))[: self.config.top_k]
-            return self._screen(self._resample([r.prompt for r in best], state), state)
+            n = self._affordable(self.config.n_resample * len(best), state)
+            if not n:
+                return self._planned_out(state)
+            return self._screen(self._resample([r.prompt for r in best], n, state), state)
         return []
 
     def observe(self, state: RunState, records: Sequence[TrialRecord]) -> None:
@@ -86,6 +113,41 @@ class APEOptimizer(Optimizer):
             for r in records:
                 if not r.full:
                     self.race.record(r.prompt, r.result)
+
+    # -- budget plan ----------------------------------------------------------------------------
+    def _per_candidate(self, state: RunState) -> int:
+        """Worst-case planned calls of one proposal: its proposer call and its race (every stage), or its
+        full-dev evaluation when there is no race."""
+        seed = state.seed_record.prompt
+        return 1 + eval_cost(seed, self.sizes[-1] if self.sizes else len(self.ctx.task.dev))
+
+    def _reserve(self, n: int, state: RunState) -> int:
+        """Planned calls kept for confirming up to ``top_k`` of ``n`` raced candidates on full dev."""
+        if not self.sizes:
+            return 0  # no race: a candidate's full-dev evaluation is its confirmation
+        k = subprompts(state.seed_record.prompt)
+        return min(self.config.top_k, n) * self.ctx.confirmation_cost(self.sizes[-1], k)
+
+    def _affordable(self, wanted: int, state: RunState) -> int:
+        """How many of ``wanted`` proposals this screening can pay for, confirmations reserved first."""
+        fits = affordable(
+            range(wanted),
+            self.ctx.calls_left(),
+            lambda _: self._per_candidate(state),
+            lambda p: self._reserve(len(p), state),
+        )
+        if 0 < len(fits) < wanted:
+            logger.info("APE round %d: %d of %d proposals asked, to fit the budget", self.round, len(fits), wanted)
+        return len(fits)
+
+    def _planned_out(self, state: RunState) -> list[Prompt | EvalRequest]:
+        left, need = self.ctx.calls_left(), self._per_candidate(state) + self._reserve(1, state)
+        state.stop_reason = (
+            f"budget planned out: {left} call{'s' * (left != 1)} left, one more candidate needs {need} "
+            "(its proposal, race and confirmation on full dev, worst case)"
+        )
+        self.phase = "done"
+        return []
 
     # -- steps ----------------------------------------------------------------------------------
     def _screen(self, candidates: list[Prompt], state: RunState) -> list[Prompt | EvalRequest]:
@@ -118,18 +180,24 @@ class APEOptimizer(Optimizer):
                 out.append(parent.with_instruction(ext.instruction, origin=origin, step=state.step))
         return out
 
-    def _induce(self, state: RunState) -> list[Prompt]:
+    def _induce(self, n: int, state: RunState) -> list[Prompt]:
+        """``n`` inductions (``n_prompts``, or fewer when the budget plan says so)."""
         train = list(self.ctx.task.train)
         k = min(self.config.n_demos, len(train))
         metas = [
             render_meta_prompt("ape_induce", demos=[format_example(d) for d in self.ctx.rng.sample(train, k)])
-            for _ in range(self.config.n_prompts)
+            for _ in range(n)
         ]
         return self._keep(self.proposer.ask(metas), state.seed_record.prompt, "ape:induce", state)
 
-    def _resample(self, parents: list[Prompt], state: RunState) -> list[Prompt]:
+    def _resample(self, parents: list[Prompt], n: int, state: RunState) -> list[Prompt]:
+        """``n`` paraphrases (``n_resample`` per parent, or fewer when the budget plan says so: shared out as
+        evenly as possible, the better parents first)."""
         out: list[Prompt] = []
-        for parent in parents:
-            metas = [render_meta_prompt("ape_resample", instruction=parent.instruction)] * self.config.n_resample
+        for i, parent in enumerate(parents):
+            count = n // len(parents) + (i < n % len(parents))
+            if not count:
+                continue
+            metas = [render_meta_prompt("ape_resample", instruction=parent.instruction)] * count
             out += self._keep(self.proposer.ask(metas), parent, "ape:resample", state)
         return out

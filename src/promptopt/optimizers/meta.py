@@ -15,10 +15,12 @@ member only writes its meta-prompts (:meth:`BeamSearchOptimizer.children`).
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import logging
 import random
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -29,12 +31,14 @@ from promptopt.data import Example
 from promptopt.exceptions import ConfigError
 from promptopt.models.base import GenerationRequest, Message
 from promptopt.optimizers.base import EvalRequest, Optimizer, RunContext, RunState
+from promptopt.optimizers.planning import affordable, eval_cost, subprompts
 from promptopt.racing import Race, RaceTotals, RacingConfig, incumbents_of
 from promptopt.template import PromptTemplate, render_string
 
 if TYPE_CHECKING:
     from promptopt.candidate import Prompt
     from promptopt.history import History, TrialRecord
+    from promptopt.task import Task
 
 logger = logging.getLogger(__name__)
 
@@ -423,6 +427,20 @@ class FailureSearchConfig(SearchConfig):
             raise ConfigError(f"must be 'train' or 'dev', got {self.failure_split!r}", field="failure_split")
 
 
+@dataclass(frozen=True)
+class StepPlan:
+    """One step of :class:`BeamSearchOptimizer` as the budget plan sizes it: the first ``parents`` of the beam,
+    the config :meth:`~BeamSearchOptimizer.children` runs with (the run's, or one asking fewer proposals), and
+    the step's worst case (every proposal accepted, every child racing every stage)."""
+
+    parents: int
+    config: SearchConfig
+    children: int
+    proposer_calls: int
+    cost: int
+    """Planned calls: failure runs of new parents, proposer calls, races and confirmations on full dev."""
+
+
 class BeamSearchOptimizer(Optimizer):
     """Beam search over instructions with minibatch racing, shared by pe2, apo and opro.
 
@@ -437,12 +455,22 @@ class BeamSearchOptimizer(Optimizer):
     Stops after ``n_steps`` or when a prompt scores 1.0 on dev. Subclasses implement :meth:`children` only;
     children record the optimization step (``meta["round"]``) and the measured edit size
     (``meta["edit_words"]``).
+
+    Budget plan (:mod:`promptopt.optimizers.planning`): before each step, its worst case — failure runs of
+    new parents, proposer calls, every child racing every stage, and the confirmations of the ``n_promote``
+    best on full dev — must fit in the planned calls left. If it does not, the step is shrunk to the largest
+    that fits (fewer parents, fewer proposals: :meth:`step_knobs`, :meth:`step_shape`); if not even one
+    parent with one child fits, the search ends ("budget planned out"). So promoted children are always
+    confirmed on full dev, and a budget below :meth:`min_calls` is refused before anything is spent.
     """
 
     Config = SearchConfig
     config: SearchConfig
     uses_proposer = True
     uses_failures: ClassVar[bool] = False
+    proposer_calls_per_child: ClassVar[int] = 1
+    """Proposer calls a child costs, for a member :meth:`step_shape` does not know (one child per parent is then
+    assumed); pe2, apo and opro are described there from their :meth:`children`."""
 
     def setup(self, ctx: RunContext) -> None:
         super().setup(ctx)
@@ -454,16 +482,53 @@ class BeamSearchOptimizer(Optimizer):
         self._awaiting: Literal["failures", "race"] | None = None
         self._round = 0
         self._parents: list[TrialRecord] = []
+        self._step_config: SearchConfig = c
         self._failure_runs: dict[str, TrialRecord] = {}
         self._children: list[Prompt] = []
         self._minibatch: tuple[Example, ...] = ()
         self._race: Race | None = None
         self.racing = RaceTotals()
 
+    def min_calls(self, task: Task) -> int:
+        """The smallest first step's worst case: the seed's failure run (``failure_split="train"``), the
+        proposer calls of one child, its race (every stage) and its confirmation on full dev (the race examples
+        counted again: without a cache they are paid twice)."""
+        n_dev = len(task.dev)
+        plans = self._step_plans([task.seed_prompt()], set(), len(task.train), n_dev, lambda k: k * n_dev)
+        return min((p.cost for p in plans), default=0)
+
     # -- for subclasses ---------------------------------------------------------------------------
     def children(self, parents: Sequence[TrialRecord], state: RunState) -> list[Prompt]:
         """New candidates built from ``parents`` (best first); screen them with :meth:`screen`."""
         raise NotImplementedError
+
+    def step_knobs(self) -> dict[str, int]:
+        """The config fields that set how many proposals a step asks for, each with the least the budget plan
+        may shrink it to (together: one child per parent). pe2, apo and opro are recognised by their config
+        fields (from their :meth:`children`); another member overrides this and :meth:`step_shape`."""
+        names = {f.name for f in dataclasses.fields(self.config)}
+        if "n_gradients" in names:  # apo
+            return {"n_gradients": 1, "edits_per_gradient": 1, "n_paraphrases": 0}
+        if "n_children" in names:  # pe2
+            return {"n_children": 1}
+        if "n_samples" in names:  # opro
+            return {"n_samples": 1}
+        return {}
+
+    def step_shape(self, n_parents: int, config: SearchConfig) -> tuple[int, int]:
+        """(children, proposer calls) of a step on ``n_parents`` beam parents with ``config``, worst case (every
+        proposal accepted; fewer when proposals are rejected or a parent has no failures to show)."""
+        v = dataclasses.asdict(config)
+        if "n_gradients" in v:  # apo: gradients per parent, edits per gradient, paraphrases per accepted edit
+            gradients = n_parents * v["n_gradients"]
+            edits = gradients * v["edits_per_gradient"]
+            paraphrases = edits * v["n_paraphrases"]
+            return edits + paraphrases, gradients + edits + paraphrases
+        if "n_children" in v:  # pe2: children per parent, each an analysis and then the edit
+            return n_parents * v["n_children"], 2 * n_parents * v["n_children"]
+        if "n_samples" in v:  # opro: replies to one meta-prompt, however many parents it shows
+            return v["n_samples"], v["n_samples"]
+        return n_parents, n_parents * self.proposer_calls_per_child
 
     def failure_batch(self, parent: TrialRecord) -> list[Failure]:
         """A fresh sample of ``batch_size`` failures of ``parent`` (from its train batch or its dev results)."""
@@ -513,8 +578,12 @@ class BeamSearchOptimizer(Optimizer):
             if self._phase == "select":
                 if self._round >= c.n_steps:
                     return []
+                beam = select_beam(state.history, c.beam_size) or [state.seed_record]
+                plan = self._plan_step(beam, state)
+                if plan is None:
+                    return []
                 self._round += 1
-                self._parents = select_beam(state.history, c.beam_size) or [state.seed_record]
+                self._parents, self._step_config = beam[: plan.parents], plan.config
                 self._phase = "expand"
                 runs = self._failure_requests()
                 if runs:
@@ -522,12 +591,12 @@ class BeamSearchOptimizer(Optimizer):
                     return runs
             if self._phase == "expand":
                 self.seen = {r.prompt.instruction for r in state.history}
-                kids = self.children(self._parents, state)
+                kids = self._affordable_children(self._children_of(self._parents, state))
                 self._phase = "select"
                 if not kids:
                     continue
                 dev = list(self.ctx.task.dev)
-                sizes = c.race_sizes(c.minibatch_size, len(dev)) if c.minibatch_size else []
+                sizes = self._race_sizes(len(dev))
                 if not sizes:
                     self._awaiting = None
                     return kids
@@ -561,6 +630,112 @@ class BeamSearchOptimizer(Optimizer):
             state.stop_reason = "a prompt scored 1.0 on dev"
             return True
         return False
+
+    # -- budget plan ------------------------------------------------------------------------------
+    def _race_sizes(self, n_dev: int) -> list[int]:
+        c = self.config
+        return c.race_sizes(c.minibatch_size, n_dev) if c.minibatch_size else []
+
+    def _step_plans(
+        self,
+        parents: Sequence[Prompt],
+        failure_runs_done: set[str],
+        n_train: int,
+        n_dev: int,
+        confirmation: Callable[[int], int],
+    ) -> list[StepPlan]:
+        """Every step shape from the full one (all ``parents``, the run's config) down to one parent with the
+        :meth:`step_knobs` at their least, with its worst-case cost; ``confirmation(k)`` is the planned cost of
+        confirming a raced child with ``k`` sub-prompts per example on full dev."""
+        c = self.config
+        k = max((subprompts(p) for p in parents), default=1)
+        sizes = self._race_sizes(n_dev)
+        pool = min(c.failure_pool, n_train) if isinstance(c, FailureSearchConfig) else 0
+        runs = self.uses_failures and isinstance(c, FailureSearchConfig) and c.failure_split == "train"
+        # a child's race (every stage) and the confirmations reserved for the best; no race: full dev for each
+        per_child, confirm = (k * sizes[-1], confirmation(k)) if sizes else (k * n_dev, 0)
+        knobs = self.step_knobs()
+        current = dataclasses.asdict(c)
+        ranges = [range(current[name], min(least, current[name]) - 1, -1) for name, least in knobs.items()]
+        plans: list[StepPlan] = []
+        for n in range(len(parents), 0, -1):
+            failures = sum(eval_cost(p, pool) for p in parents[:n] if runs and p.id not in failure_runs_done)
+            for values in itertools.product(*ranges):
+                config = dataclasses.replace(c, **dict(zip(knobs, values, strict=True))) if knobs else c
+                kids, calls = self.step_shape(n, config)
+                if kids >= 1:
+                    cost = failures + calls + kids * per_child + min(c.n_promote, kids) * confirm
+                    plans.append(StepPlan(n, config, kids, calls, cost))
+        return plans
+
+    def _confirmation(self, k: int) -> int:
+        sizes = self._race_sizes(len(self.ctx.task.dev))
+        return self.ctx.confirmation_cost(sizes[-1] if sizes else 0, k)
+
+    def _plan_step(self, beam: Sequence[TrialRecord], state: RunState) -> StepPlan | None:
+        """The largest step on ``beam`` (most children, then most parents, then the cheapest) whose worst case
+        fits in the planned calls left; None, with the stop reason set, when not even the smallest does."""
+        task = self.ctx.task
+        prompts = [r.prompt for r in beam]
+        plans = self._step_plans(prompts, set(self._failure_runs), len(task.train), len(task.dev), self._confirmation)
+        if not plans:
+            return StepPlan(len(beam), self.config, 0, 0, 0)  # nothing to shrink: children() decides
+        left = self.ctx.calls_left()
+        if left is None:
+            return plans[0]
+        fitting = [p for p in plans if p.cost <= left]
+        if not fitting:
+            smallest = min(plans, key=lambda p: p.cost)
+            state.stop_reason = (
+                f"budget planned out: {left} call{'s' * (left != 1)} left, the smallest step "
+                f"({smallest.children} child{'ren' * (smallest.children != 1)} of 1 parent, worst case with "
+                f"the confirmation on full dev) needs {smallest.cost}"
+            )
+            logger.info("step %d: %s", self._round + 1, state.stop_reason)
+            return None
+        plan = max(fitting, key=lambda p: (p.children, p.parents, -p.cost))
+        if plan is not plans[0]:
+            logger.info(
+                "step %d shrunk to the budget: %d of %d parents, %d of %d children (%d of %d planned calls)",
+                self._round + 1,
+                plan.parents,
+                plans[0].parents,
+                plan.children,
+                plans[0].children,
+                plan.cost,
+                plans[0].cost,
+            )
+        return plan
+
+    def _children_of(self, parents: Sequence[TrialRecord], state: RunState) -> list[Prompt]:
+        """:meth:`children` with the step's planned config (the run's, or a shrunk one)."""
+        config, self.config = self.config, self._step_config
+        try:
+            return self.children(parents, state)
+        finally:
+            self.config = config
+
+    def _affordable_children(self, kids: list[Prompt]) -> list[Prompt]:
+        """The children whose race and confirmation still fit (all of them when :meth:`step_shape` is right: the
+        step was planned for its worst case; a guard for members that under-state it)."""
+        if not kids:
+            return kids
+        n_dev = len(self.ctx.task.dev)
+        sizes = self._race_sizes(n_dev)
+        if sizes:
+            n_promote = self.config.n_promote
+
+            def reserve(chosen: Sequence[Prompt]) -> int:
+                return min(n_promote, len(chosen)) * self._confirmation(max(subprompts(p) for p in chosen))
+
+            fits = affordable(kids, self.ctx.calls_left(), lambda p: eval_cost(p, sizes[-1]), reserve)
+        else:  # no race: each child is evaluated on full dev, which is its confirmation
+            fits = affordable(kids, self.ctx.calls_left(), lambda p: eval_cost(p, n_dev), lambda _: 0)
+        if len(fits) < len(kids):
+            logger.warning(
+                "%d of %d children left out: the step cost more than planned", len(kids) - len(fits), len(kids)
+            )
+        return fits
 
     # -- internals --------------------------------------------------------------------------------
     def _failure_requests(self) -> list[EvalRequest]:

@@ -5,9 +5,11 @@ embedded SmolLM2 proposer)."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 from meta_family_support import history_rows, run, scripted_editor
@@ -15,6 +17,7 @@ from typer.testing import CliRunner
 
 import promptopt
 from promptopt.budget import Budget
+from promptopt.callbacks import TrialFinished
 from promptopt.cli import app
 from promptopt.data import Example
 from promptopt.evaluation import EvalResult, ExampleRecord
@@ -36,6 +39,7 @@ from promptopt.optimizers.meta import (
 from promptopt.presets import load_optimizer
 from promptopt.testing import (
     TOY_BEST_INSTRUCTION,
+    TOY_PARTIAL_INSTRUCTION,
     TOY_SEED_INSTRUCTION,
     make_toy_task,
     toy_model,
@@ -250,22 +254,153 @@ def test_budget_is_never_exceeded(name: str) -> None:
         assert result.usage["by_role"]["task"]["calls"] + result.usage["by_role"]["proposer"]["calls"] <= budget
 
 
+TIGHT = {"pe2": 80, "apo": 60, "opro": 60}
+"""Budgets at which (with a cache, minibatch_size=6) the budget plan shrinks a step."""
+
+
+def _interrupt_at(trial: int):
+    def callback(event: object) -> None:
+        if isinstance(event, TrialFinished) and event.record.trial == trial:
+            raise KeyboardInterrupt
+
+    return callback
+
+
 @pytest.mark.parametrize("name", FAMILY)
-def test_resume_replays_to_the_same_result(name: str, tmp_path: Path) -> None:
-    """Interrupt a run by its budget, resume it with a bigger one: same history as one uninterrupted run."""
+def test_resume_replays_to_the_same_result(name: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Interrupt a run whose steps the budget plan shrinks, resume it with the same budget: same history and
+    spend as one uninterrupted run (plans count every request, cache hits included, so they replay)."""
+    caplog.set_level(logging.INFO, logger="promptopt.optimizers.meta")
+    budget = TIGHT[name]
+    straight = run(
+        load_optimizer(name, minibatch_size=6),
+        budget=budget,
+        run_dir=tmp_path / "straight",
+        cache=tmp_path / "s.sqlite",
+    )
+    assert "shrunk to the budget" in caplog.text
+    cache = tmp_path / "cache.sqlite"
+    with pytest.raises(KeyboardInterrupt):
+        run(
+            load_optimizer(name, minibatch_size=6),
+            budget=budget,
+            run_dir=tmp_path / "resumed",
+            cache=cache,
+            callbacks=[_interrupt_at(3)],
+        )
+    resumed = run(
+        load_optimizer(name, minibatch_size=6), budget=budget, run_dir=tmp_path / "resumed", cache=cache, resume=True
+    )
+    assert history_rows(tmp_path / "resumed") == history_rows(tmp_path / "straight")
+    assert resumed.best_prompt.to_dict() == straight.best_prompt.to_dict()
+    assert resumed.stop_reason == straight.stop_reason
+    for role in ("task", "proposer"):  # the replayed part was free: same spend as the straight run
+        assert resumed.usage["by_role"][role]["calls"] == straight.usage["by_role"][role]["calls"]
+
+
+@pytest.mark.parametrize("name", FAMILY)
+def test_a_run_planned_out_resumes_with_a_bigger_budget(name: str, tmp_path: Path) -> None:
+    """A run its budget plan ended, resumed with a bigger budget: the same history as one run with that budget."""
     straight = run(
         load_optimizer(name, minibatch_size=6), budget=200, run_dir=tmp_path / "straight", cache=tmp_path / "s.sqlite"
     )
     cache = tmp_path / "cache.sqlite"
-    first = run(load_optimizer(name, minibatch_size=6), budget=30, run_dir=tmp_path / "resumed", cache=cache)
-    assert first.stop_reason.startswith("call budget spent")
+    first = run(load_optimizer(name, minibatch_size=6), budget=45, run_dir=tmp_path / "resumed", cache=cache)
+    assert first.stop_reason.startswith("budget planned out: ") and first.search["confirmed"] >= 1
     resumed = run(
         load_optimizer(name, minibatch_size=6), budget=200, run_dir=tmp_path / "resumed", cache=cache, resume=True
     )
     assert history_rows(tmp_path / "resumed") == history_rows(tmp_path / "straight")
     assert resumed.best_prompt.to_dict() == straight.best_prompt.to_dict()
-    for role in ("task", "proposer"):  # the replayed part was free: same spend as the straight run
-        assert resumed.usage["by_role"][role]["calls"] == straight.usage["by_role"][role]["calls"]
+
+
+# -- budget plan -------------------------------------------------------------------------------------------
+MIN_CALLS = {"pe2": 8 + 2 + 6 + 12, "apo": 8 + 2 + 6 + 12, "opro": 1 + 6 + 12}
+"""The first step for one child on the toy task (train 8, dev 12, minibatch_size=6): the seed's failure run on
+the train split (pe2, apo), the child's proposer calls (pe2: analysis and edit; apo: gradient and edit; opro:
+one sample), its race and its confirmation on full dev."""
+ONE_CHILD_CALLS = {"pe2": 2, "apo": 2, "opro": 1}
+
+
+@pytest.mark.parametrize("name", FAMILY)
+def test_min_calls_is_the_first_step_for_one_child(name: str) -> None:
+    task = make_toy_task()
+    assert load_optimizer(name, minibatch_size=6).min_calls(task) == MIN_CALLS[name]
+    assert load_optimizer(name, minibatch_size=12).min_calls(task) == MIN_CALLS[name] - 6  # no race: full dev once
+    if name != "opro":  # failures from the dev results: no failure run
+        assert load_optimizer(name, minibatch_size=6, failure_split="dev").min_calls(task) == MIN_CALLS[name] - 8
+
+
+@pytest.mark.parametrize("name", FAMILY)
+def test_a_budget_below_min_calls_is_refused_before_any_call(name: str) -> None:
+    need = 12 + MIN_CALLS[name]
+    model, proposer = toy_model(), scripted_editor()
+    with pytest.raises(ConfigError, match=rf"--budget-calls {need}\b"):
+        promptopt.optimize(
+            make_toy_task(),
+            load_optimizer(name, minibatch_size=6),
+            model,
+            proposer=proposer,
+            budget=Budget(max_calls=need - 1),
+            cache=False,
+        )
+    assert model.requests == [] and proposer.requests == []
+
+
+@pytest.mark.parametrize("minibatch_size", [6, 12])
+@pytest.mark.parametrize("name", FAMILY)
+def test_the_smallest_budget_still_confirms_a_child(name: str, minibatch_size: int) -> None:
+    """Seed + min_calls: the first step shrinks to one child, which is raced (dev permitting) and confirmed on
+    full dev; then the plan ends the search instead of the budget cutting it short."""
+    opt = load_optimizer(name, minibatch_size=minibatch_size)
+    budget = 12 + opt.min_calls(make_toy_task())
+    proposer = scripted_editor()
+    result = run(opt, proposer=proposer, budget=budget)
+    assert len(proposer.requests) == ONE_CHILD_CALLS[name]
+    raced = minibatch_size < 12
+    assert result.search == {"screened": int(raced), "confirmed": 1}
+    assert result.best_prompt.instruction == TOY_PARTIAL_INSTRUCTION and result.best_dev["n"] == 12
+    assert result.stop_reason.startswith("budget planned out: ")
+    assert result.usage["by_role"]["task"]["calls"] + result.usage["by_role"]["proposer"]["calls"] <= budget
+
+
+@pytest.mark.parametrize("extra", [0, 5, 13, 24, 38, 57, 80])
+@pytest.mark.parametrize("name", FAMILY)
+def test_no_budget_cuts_a_run_short(name: str, extra: int) -> None:
+    """Whatever the budget (from the minimum up), the run ends by its plan or its search, never by running out
+    mid-screening, and with at least one child confirmed on full dev."""
+    budget = 12 + MIN_CALLS[name] + extra
+    result = run(load_optimizer(name, minibatch_size=6), budget=budget)
+    assert result.usage["by_role"]["task"]["calls"] + result.usage["by_role"]["proposer"]["calls"] <= budget
+    assert "call budget spent" not in result.stop_reason
+    assert result.search["confirmed"] >= 1
+
+
+def unique_editor() -> FakeModel:
+    """Every reply is a new instruction the screening accepts, so a step makes its worst case: every child."""
+    return FakeModel(fn=lambda request: f"<prompt>Reverse word number {request.sample}.</prompt>", name="fake:unique")
+
+
+@pytest.mark.parametrize(
+    ("name", "settings"),
+    [
+        ("pe2", {}),
+        ("pe2", {"n_children": 3}),
+        ("apo", {}),
+        ("apo", {"edits_per_gradient": 2, "n_paraphrases": 2}),
+        ("opro", {}),
+        ("opro", {"n_samples": 3}),
+    ],
+)
+def test_step_shape_is_what_children_make_at_worst(name: str, settings: dict[str, Any]) -> None:
+    """The cost model the budget plan uses (children and proposer calls of a step) matches children()."""
+    opt = load_optimizer(name, minibatch_size=6, n_steps=1, **settings)
+    assert isinstance(opt, PE2Optimizer | APOOptimizer | OPROOptimizer)
+    children, calls = opt.step_shape(1, opt.config)
+    proposer = unique_editor()
+    result = run(opt, proposer=proposer, budget=1000)
+    assert len(proposer.requests) == calls
+    assert result.search["screened"] == children and not result.rejected
 
 
 # -- CLI ------------------------------------------------------------------------------------------------
