@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import random
 import sys
 import tempfile
@@ -52,6 +53,8 @@ II_TASKS = (
 TASKS = (*II_TASKS, "sst2", "trec", "bbh_navigate", "bbh_sports_understanding")
 SIZES = {"train": 32, "dev": 32, "test": 100}
 PLACEMENT_TASKS = ("ii_antonyms", "ii_first_word_letter", "ii_larger_animal", "ii_singular_to_plural", "sst2", "trec")
+METHODS = ("seed", "fewshot-inline", "fewshot-turns", "auto", "ics", "structure-search", "soft-prompt")
+DSPY_METHODS = {"dspy-labeled": "labeled", "dspy-mipro": "mipro"}
 
 
 def small_task(name: str) -> Any:
@@ -126,11 +129,191 @@ def placement_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# -- the method table ---------------------------------------------------------------------------------------
+def seed_test(model: Any, task: Any) -> Any:
+    from promptopt.budget import BudgetTracker
+    from promptopt.client import ModelClient
+    from promptopt.evaluation import Evaluator
+
+    return Evaluator(task, ModelClient(model, cache=None, budget=BudgetTracker())).evaluate(
+        task.seed_prompt(), split="test"
+    )
+
+
+def run_promptopt(model: Any, task: Any, method: str, budget: int) -> dict[str, Any]:
+    """One optimizer run with a fresh cache and run directory; its result and spend."""
+    import promptopt
+
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.monotonic()
+        result = promptopt.optimize(
+            task,
+            method,
+            model,
+            budget=promptopt.Budget(max_calls=budget),
+            cache=Path(tmp) / "cache.sqlite",
+            run_dir=Path(tmp) / "run",
+            seed=0,
+        )
+        seconds = time.monotonic() - started
+    roles = result.usage["by_role"]
+    return {
+        "test": {"mean": result.best_test["mean"], "ci": [result.best_test["ci_low"], result.best_test["ci_high"]]},
+        "vs_seed": result.test_comparison,
+        "dev_vs_seed": result.dev_comparison,
+        "seed_test": {"mean": result.baseline_test["mean"]},
+        "calls": sum(roles.get(r, {}).get("calls", 0) for r in ("task", "proposer", "train")),
+        "search": result.search,
+        "selection": result.selection,
+        "stop_reason": result.stop_reason,
+        "notes": result.notes,
+        "best": {
+            "id": result.best_prompt.id,
+            "instruction": result.best_prompt.instruction,
+            "n_demos": len(result.best_prompt.demos),
+            "demo_format": result.best_prompt.demo_format,
+            "origin": result.best_prompt.origin,
+            "meta": {k: v for k, v in result.best_prompt.meta.items() if isinstance(v, str | int | float)},
+        },
+        "seconds": seconds,
+    }
+
+
+def run_dspy(python: str, task: Any, name: str, method: str, seed: Any, time_limit: int) -> dict[str, Any]:
+    """DSPy in its own venv on the same splits; its raw test answers scored with the task's parser and metric."""
+    import subprocess
+
+    from dspy_fewshot import make_spec
+
+    from promptopt.evaluation import compare
+    from promptopt.stats import bootstrap_ci, mean
+
+    with tempfile.TemporaryDirectory() as tmp:
+        spec, out = Path(tmp) / "spec.json", Path(tmp) / "out.json"
+        make_spec(name, str(spec), **{f"n_{k}": n for k, n in SIZES.items()})
+        cmd = [python, str(HERE / "dspy_fewshot.py"), "--spec", str(spec), "--method", method, "--out", str(out)]
+        cmd += ["--time-limit", str(time_limit)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        if not out.is_file():
+            return {"error": (proc.stderr or proc.stdout).strip().splitlines()[-5:]}
+        raw = json.loads(out.read_text())
+    scores = {}
+    for ex in task.test:
+        text = raw["predictions"].get(ex.id)
+        parsed = task.parser(text) if text is not None else None
+        scores[ex.id] = task.metric(parsed, ex) if parsed is not None else 0.0
+    vals = [scores[ex.id] for ex in task.test]
+    lo, hi = bootstrap_ci(vals)
+    from promptopt.evaluation import EvalResult, ExampleRecord
+
+    as_result = EvalResult(
+        prompt_id="dspy",
+        split="test",
+        mode="generate",
+        records=tuple(ExampleRecord(example_id=k, prediction=None, score=v) for k, v in scores.items()),
+    )
+    return {
+        "test": {"mean": mean(vals), "ci": [lo, hi]},
+        "vs_seed": compare(seed, as_result).to_dict(),
+        "calls": raw.get("compile_calls", 0),
+        "test_calls": raw.get("test_calls"),
+        "failures": raw.get("failures"),
+        "seconds": raw.get("compile_seconds", 0) + raw.get("test_seconds", 0),
+        "instruction": raw.get("instruction"),
+        "error": raw.get("error"),
+    }
+
+
+def save_cell(task: str, method: str, cell: dict[str, Any]) -> None:
+    """Merge one cell into fewshot.json under a file lock (several benchmark processes may share it)."""
+    import fcntl
+
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / "fewshot.json"
+    with open(RESULTS / ".fewshot.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        report = json.loads(path.read_text()) if path.is_file() else {"rows": {}}
+        report["rows"].setdefault(task, {})[method] = cell
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(report, indent=1) + "\n")
+        tmp.replace(path)
+        (RESULTS / "fewshot.md").write_text(table_markdown(report))
+
+
+def method_table(args: argparse.Namespace, model: Any) -> None:
+    run = provenance()  # the code this process runs: taken once, before any later commit
+    path = RESULTS / "fewshot.json"
+    done = json.loads(path.read_text())["rows"] if path.is_file() else {}
+    tasks = args.tasks.split(",") if args.tasks else list(TASKS)
+    methods = args.methods.split(",") if args.methods else [*METHODS, *DSPY_METHODS]
+    for name in tasks:
+        task = small_task(name)
+        seed = seed_test(model, task)
+        for method in methods:
+            if method in done.get(name, {}) and not args.rerun:
+                continue
+            started = {**run, "load_start": [round(x, 2) for x in os.getloadavg()]}
+            if method == "seed":
+                cell = {"test": summary(seed), "calls": 0}
+            elif method in DSPY_METHODS:
+                if not args.dspy_python:
+                    continue
+                cell = run_dspy(args.dspy_python, task, name, DSPY_METHODS[method], seed, args.dspy_time_limit)
+            else:
+                cell = run_promptopt(model, task, method, args.budget)
+            save_cell(name, method, {**cell, "provenance": started, "budget": args.budget})
+            print(f"{name} {method}: {cell.get('test', {}).get('mean')} calls {cell.get('calls')}", flush=True)
+
+
+def table_markdown(report: dict[str, Any]) -> str:
+    methods = [*METHODS, *DSPY_METHODS]
+    lines = [
+        "# Few-shot demos vs the text optimizers vs DSPy (train 32 / dev 32 / test 100)",
+        "",
+        "Written by `benchmarks/bench_fewshot.py` from `fewshot.json` (each cell records its commit, command and "
+        "load). SmolLM2-135M-Instruct as task model and proposer, fp32 CPU, budget 400 calls per optimizer run "
+        "(test evaluation not counted), one fresh cache per run, seed 0, the same splits for every method. "
+        "Cell: test mean [95% CI]; Δ = paired difference vs the seed prompt on the same 100 test examples "
+        "(**bold** when its CI is above 0); calls = search calls (task model + proposer + training examples; "
+        "DSPy: model calls during compile, counted at its engine). – = not run.",
+        "",
+        "| task | " + " | ".join(methods) + " |",
+        "|---|" + "---|" * len(methods),
+    ]
+    for name, row in report["rows"].items():
+        cells = []
+        for m in methods:
+            c = row.get(m)
+            if c is None or "test" not in c:
+                cells.append("–" if c is None else f"error: {c.get('error')}")
+                continue
+            t = c["test"]
+            cell = f"{t['mean']:.2f} [{t['ci'][0]:.2f}, {t['ci'][1]:.2f}]"
+            d = c.get("vs_seed")
+            if d and m != "seed":
+                delta = f"Δ {d['diff']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}]"
+                cell += f" {'**' + delta + '**' if d['ci_low'] > 0 else delta}"
+            if m != "seed":
+                cell += f", {c['calls']} calls"
+            cells.append(cell)
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--placement", action="store_true", help="measure where the demos go")
     parser.add_argument("--tasks", default="", help="comma-separated tasks (default: all of the part)")
+    parser.add_argument("--methods", default="", help="comma-separated methods (default: all)")
+    parser.add_argument("--budget", type=int, default=400, help="calls per optimizer run")
+    parser.add_argument("--rerun", action="store_true", help="re-run cells already in fewshot.json")
+    parser.add_argument("--dspy-python", default="/work/venv-dspy/bin/python", help="the DSPy venv's python")
+    parser.add_argument("--dspy-time-limit", type=int, default=3600, help="seconds per DSPy run")
+    parser.add_argument("--report", action="store_true", help="only rewrite fewshot.md from fewshot.json")
     args = parser.parse_args()
+    if args.report:
+        (RESULTS / "fewshot.md").write_text(table_markdown(json.loads((RESULTS / "fewshot.json").read_text())))
+        return
     from promptopt.models import get_model
 
     model = get_model("smollm2")
@@ -141,7 +324,9 @@ def main() -> None:
         (RESULTS / "fewshot_placement.json").write_text(json.dumps(report, indent=2) + "\n")
         (RESULTS / "fewshot_placement.md").write_text(placement_markdown(report))
         return
-    sys.exit("the method table is not written yet")
+    if args.dspy_python and not Path(args.dspy_python).exists():
+        sys.exit(f"no DSPy venv at {args.dspy_python}; create it (benchmarks/dspy_fewshot.py) or pass --dspy-python ''")
+    method_table(args, model)
 
 
 if __name__ == "__main__":
