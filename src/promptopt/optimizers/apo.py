@@ -28,7 +28,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from promptopt.optimizers.base import RunState, register_optimizer
-from promptopt.optimizers.meta import BeamSearchOptimizer, Failure, FailureSearchConfig, render_conversation
+from promptopt.optimizers.meta import (
+    BeamSearchOptimizer,
+    Failure,
+    FailureSearchConfig,
+    SearchConfig,
+    render_conversation,
+)
 
 if TYPE_CHECKING:
     from promptopt.candidate import Prompt
@@ -52,6 +58,17 @@ class APOOptimizer(BeamSearchOptimizer):
     Config = APOConfig
     config: APOConfig
     uses_failures = True
+
+    def step_knobs(self) -> dict[str, int]:
+        return {"n_gradients": 1, "edits_per_gradient": 1, "n_paraphrases": 0}
+
+    def step_shape(self, n_parents: int, config: SearchConfig) -> tuple[int, int]:
+        """Gradients per parent, edits per gradient, paraphrases per accepted edit."""
+        assert isinstance(config, APOConfig)
+        gradients = n_parents * config.n_gradients
+        edits = gradients * config.edits_per_gradient
+        paraphrases = edits * config.n_paraphrases
+        return edits + paraphrases, gradients + edits + paraphrases
 
     def children(self, parents: Sequence[TrialRecord], state: RunState) -> list[Prompt]:
         c = self.config

@@ -504,30 +504,12 @@ class BeamSearchOptimizer(Optimizer):
 
     def step_knobs(self) -> dict[str, int]:
         """The config fields that set how many proposals a step asks for, each with the least the budget plan
-        may shrink it to (together: one child per parent). pe2, apo and opro are recognised by their config
-        fields (from their :meth:`children`); another member overrides this and :meth:`step_shape`."""
-        names = {f.name for f in dataclasses.fields(self.config)}
-        if "n_gradients" in names:  # apo
-            return {"n_gradients": 1, "edits_per_gradient": 1, "n_paraphrases": 0}
-        if "n_children" in names:  # pe2
-            return {"n_children": 1}
-        if "n_samples" in names:  # opro
-            return {"n_samples": 1}
+        may shrink it to (together: one child per parent). Members with such fields override this."""
         return {}
 
     def step_shape(self, n_parents: int, config: SearchConfig) -> tuple[int, int]:
         """(children, proposer calls) of a step on ``n_parents`` beam parents with ``config``, worst case (every
-        proposal accepted; fewer when proposals are rejected or a parent has no failures to show)."""
-        v = dataclasses.asdict(config)
-        if "n_gradients" in v:  # apo: gradients per parent, edits per gradient, paraphrases per accepted edit
-            gradients = n_parents * v["n_gradients"]
-            edits = gradients * v["edits_per_gradient"]
-            paraphrases = edits * v["n_paraphrases"]
-            return edits + paraphrases, gradients + edits + paraphrases
-        if "n_children" in v:  # pe2: children per parent, each an analysis and then the edit
-            return n_parents * v["n_children"], 2 * n_parents * v["n_children"]
-        if "n_samples" in v:  # opro: replies to one meta-prompt, however many parents it shows
-            return v["n_samples"], v["n_samples"]
+        proposal accepted). Default: one child per parent at ``proposer_calls_per_child`` calls each."""
         return n_parents, n_parents * self.proposer_calls_per_child
 
     def failure_batch(self, parent: TrialRecord) -> list[Failure]:

@@ -48,6 +48,14 @@ class OPROOptimizer(BeamSearchOptimizer):
     Config = OPROConfig
     config: OPROConfig
 
+    def step_knobs(self) -> dict[str, int]:
+        return {"n_samples": 1}
+
+    def step_shape(self, n_parents: int, config: SearchConfig) -> tuple[int, int]:
+        """Replies to one meta-prompt, however many parents it shows."""
+        assert isinstance(config, OPROConfig)
+        return config.n_samples, config.n_samples
+
     def children(self, parents: Sequence[TrialRecord], state: RunState) -> list[Prompt]:
         c = self.config
         best = parents[0].prompt

@@ -54,6 +54,7 @@ from promptopt.optimizers.meta import (
     BeamSearchOptimizer,
     Failure,
     FailureSearchConfig,
+    SearchConfig,
     full_template,
     lineage,
     render_conversation,
@@ -100,6 +101,14 @@ class PE2Optimizer(BeamSearchOptimizer):
     Config = PE2Config
     config: PE2Config
     uses_failures = True
+
+    def step_knobs(self) -> dict[str, int]:
+        return {"n_children": 1}
+
+    def step_shape(self, n_parents: int, config: SearchConfig) -> tuple[int, int]:
+        """Children per parent, each an analysis of the failures and then the edit."""
+        assert isinstance(config, PE2Config)
+        return n_parents * config.n_children, 2 * n_parents * config.n_children
 
     def children(self, parents: Sequence[TrialRecord], state: RunState) -> list[Prompt]:
         c = self.config
