@@ -2,8 +2,8 @@
 ``promptopt.optimizers`` entry-point group."""
 
 from promptopt.optimizers.ape import APEConfig, APEOptimizer
-from promptopt.optimizers.auto import AutoConfig, AutoOptimizer
 from promptopt.optimizers.apo import APOConfig, APOOptimizer
+from promptopt.optimizers.auto import AutoConfig, AutoOptimizer
 from promptopt.optimizers.base import (
     OPTIMIZERS,
     EvalRequest,
