@@ -118,11 +118,7 @@ def placement_markdown(report: dict[str, Any]) -> str:
         cells = [f"{row['seed']['mean']:.2f}"]
         for fmt in DEMO_FORMATS:
             r = row[fmt]
-            cell = f"{r['mean']:.2f} [{r['ci'][0]:.2f}, {r['ci'][1]:.2f}]"
-            if r["vs_inline"]:
-                d = r["vs_inline"]
-                cell += f" (Δ {d['diff']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}])"
-            cells.append(cell)
+            cells.append(fmt_score(r) + (f" ({fmt_delta(r['vs_inline'])})" if r["vs_inline"] else ""))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     means = {fmt: sum(r[fmt]["mean"] for r in report["rows"].values()) / len(report["rows"]) for fmt in DEMO_FORMATS}
     lines += ["", "Mean over tasks: " + ", ".join(f"{k} {v:.3f}" for k, v in means.items()) + "."]
@@ -265,6 +261,41 @@ def method_table(args: argparse.Namespace, model: Any) -> None:
             print(f"{name} {method}: {cell.get('test', {}).get('mean')} calls {cell.get('calls')}", flush=True)
 
 
+def fmt_score(t: dict[str, Any]) -> str:
+    return f"{t['mean']:.2f} [{t['ci'][0]:.2f}, {t['ci'][1]:.2f}]"
+
+
+def fmt_delta(d: dict[str, Any]) -> str:
+    text = f"Δ {d['diff']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}]"
+    return f"**{text}**" if d["ci_low"] > 0 else text
+
+
+def selection_analysis(report: dict[str, Any]) -> list[str]:
+    """What ``select='significant'`` would have returned in each promptopt run: the best dev candidate only when
+    its paired dev gain over the seed has a CI above 0, else the seed — scored on test from the same run."""
+    runs = []
+    for row in report["rows"].values():
+        for m, c in row.items():
+            if "dev_vs_seed" not in c or m.startswith("dspy") or m == "seed":
+                continue
+            d = c["dev_vs_seed"]
+            keep = d is not None and d["ci_low"] > 0
+            runs.append((c["test"]["mean"], c["test"]["mean"] if keep else c["seed_test"]["mean"], d is not None))
+    changed = [(b, s) for b, s, moved in runs if moved and b != s]
+    if not runs:
+        return []
+    best, sig = sum(r[0] for r in runs) / len(runs), sum(r[1] for r in runs) / len(runs)
+    return [
+        "",
+        "## `select: best` vs `select: significant`",
+        "",
+        f"Over the {len(runs)} promptopt runs above, re-deciding each run's final prompt: mean test score "
+        f"{best:.3f} with `best` (the default) vs {sig:.3f} with `significant`; the rule changed the outcome in "
+        f"{len(changed)} runs: `significant` was better in {sum(s > b for b, s in changed)} and worse in "
+        f"{sum(s < b for b, s in changed)}.",
+    ]
+
+
 def table_markdown(report: dict[str, Any]) -> str:
     methods = [*METHODS, *DSPY_METHODS]
     lines = [
@@ -287,16 +318,15 @@ def table_markdown(report: dict[str, Any]) -> str:
             if c is None or "test" not in c:
                 cells.append("–" if c is None else f"error: {c.get('error')}")
                 continue
-            t = c["test"]
-            cell = f"{t['mean']:.2f} [{t['ci'][0]:.2f}, {t['ci'][1]:.2f}]"
+            cell = fmt_score(c["test"])
             d = c.get("vs_seed")
             if d and m != "seed":
-                delta = f"Δ {d['diff']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}]"
-                cell += f" {'**' + delta + '**' if d['ci_low'] > 0 else delta}"
+                cell += f" {fmt_delta(d)}"
             if m != "seed":
                 cell += f", {c['calls']} calls"
             cells.append(cell)
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += selection_analysis(report)
     return "\n".join(lines) + "\n"
 
 
@@ -313,6 +343,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.report:
         (RESULTS / "fewshot.md").write_text(table_markdown(json.loads((RESULTS / "fewshot.json").read_text())))
+        placed = RESULTS / "fewshot_placement.json"
+        if placed.is_file():
+            (RESULTS / "fewshot_placement.md").write_text(placement_markdown(json.loads(placed.read_text())))
         return
     from promptopt.models import get_model
 
