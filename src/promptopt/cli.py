@@ -145,7 +145,7 @@ def optimize(
         typer.Option(
             "--optimizer",
             "-o",
-            help="Optimizer or preset name, or preset .yaml (default auto: demos, then the instruction, then a soft prompt).",
+            help="Optimizer or preset name, or preset .yaml (default auto: demos, instruction, soft prompt).",
         ),
     ] = "auto",
     model: Annotated[

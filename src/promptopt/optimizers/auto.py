@@ -8,11 +8,12 @@ the run has confirmed so far):
    biggest and cheapest win, and it needs no proposer, so it works with any backend.
 2. **Instruction search** — ``instruction_search`` (a preset or optimizer name; default ``pe2-compact``) on the
    best prompt so far: its beam starts from the run's best full-dev candidates, whose demos and demo format the
-   children keep. It gets the rest of the budget, or ``search_share`` of it when a soft prompt may follow. Skipped
+   children keep. It gets the rest of the budget, or ``search_share`` of it when a soft prompt follows. Skipped
    when what is left cannot pay its minimum (``min_calls``).
 3. **Soft prompt** — ``soft_prompt`` (default preset ``soft-prompt``) trained under the best prompt so far, only
    for task models that can be trained in process (``capabilities.trainable``: ``smollm2``, ``hf:…``) and only
-   when what is left pays for a training step and a dev evaluation.
+   when its share pays for at least ``soft_prompt_checkpoints`` full checkpoints (``eval_every`` training steps
+   and a dev evaluation each): fewer steps than that rarely move a soft prompt away from its initialisation.
 
 Without a call limit every stage runs with its own settings. The result's ``notes`` say what ran, with what
 budget, and what was skipped and why.
@@ -37,12 +38,15 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, kw_only=True)
 class AutoConfig(OptimizerConfig):
-    fewshot_share: float = field(default=0.6, metadata={"help": "share of the calls left after the seed for demos"})
+    fewshot_share: float = field(default=0.75, metadata={"help": "share of the calls left after the seed for demos"})
     search_share: float = field(
         default=0.5, metadata={"help": "share of the rest for instruction search when a soft prompt may follow"}
     )
     instruction_search: str = field(default="pe2-compact", metadata={"help": "preset or optimizer; '' skips"})
     soft_prompt: str = field(default="soft-prompt", metadata={"help": "soft-prompt preset; '' skips"})
+    soft_prompt_checkpoints: int = field(
+        default=2, metadata={"min": 1, "help": "full checkpoints the soft prompt's share must pay for"}
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -105,24 +109,40 @@ class AutoOptimizer(Optimizer):
                     setattr(self.racing, f.name, getattr(self.racing, f.name) + getattr(self.current.racing, f.name))
             self.current = None
         c = self.config
-        trainable = self.ctx.evaluator.client.model.capabilities.trainable
+        soft = self._soft_prompt()
         while self.current is None and self.stage < 3:
             self.stage += 1
             if self.stage == 2 and c.instruction_search:
                 from promptopt.presets import load_optimizer
 
-                share = c.search_share if trainable and c.soft_prompt else 1.0
+                share = c.search_share if soft is not None else 1.0
                 self._start(load_optimizer(c.instruction_search), share, "instruction search on the best prompt")
-            elif self.stage == 3 and c.soft_prompt:
-                if not trainable:
-                    self._note(
-                        f"soft prompt skipped: the task model {self.ctx.evaluator.client.model.name!r} cannot be "
-                        "trained in process (use smollm2 or hf:<model>)"
-                    )
-                    continue
-                from promptopt.presets import load_optimizer
+            elif self.stage == 3 and soft is not None:
+                self._start(soft, 1.0, "soft prompt under the best prompt")
 
-                self._start(load_optimizer(c.soft_prompt, start_from="best"), 1.0, "soft prompt under the best prompt")
+    def _soft_prompt(self) -> Optimizer | None:
+        """The soft-prompt stage, if the rule runs it (decided before the instruction search takes its share)."""
+        c, model = self.config, self.ctx.evaluator.client.model
+        if not c.soft_prompt:
+            return None
+        if not model.capabilities.trainable:
+            self._note(f"soft prompt skipped: the task model {model.name!r} cannot be trained in process")
+            return None
+        from promptopt.optimizers.soft_prompt import SoftPromptOptimizer
+        from promptopt.presets import load_optimizer
+
+        soft = load_optimizer(c.soft_prompt, start_from="best")
+        assert isinstance(soft, SoftPromptOptimizer)
+        left = self.ctx.calls_left()
+        share = left if left is None or not c.instruction_search else int(left * (1 - c.search_share))
+        needed = c.soft_prompt_checkpoints * soft.checkpoint_calls(self.ctx.task)
+        if share is not None and share < needed:
+            self._note(
+                f"soft prompt skipped: its share ({share} calls) pays for fewer than {c.soft_prompt_checkpoints} "
+                f"checkpoints ({needed} calls)"
+            )
+            return None
+        return soft
 
     def _start(self, optimizer: Optimizer, share: float, what: str) -> None:
         left = self.ctx.calls_left()

@@ -13,10 +13,10 @@ any backend. Demo sets:
   budget is scored on the full dev split directly.)
 
 each for every ``k`` in ``shots`` and every demo format in ``demo_formats`` (inline, or chat turns:
-:class:`~promptopt.candidate.Prompt`). Candidates are raced in priority order (labeled random, bootstrapped,
-similar, diverse, further random draws; within each, ``shots`` in the order given) in chunks of ``chunk_size``
-on one fixed dev sample (:mod:`promptopt.racing`; the seed prompt and earlier survivors take part for free), and
-the ``top_k`` best survivors are confirmed on the full dev split.
+:class:`~promptopt.candidate.Prompt`). Candidates are raced in priority order — per k in ``shots`` order, each
+selection's first draw; the bootstrapped sets once the first race has found the teacher; then further random
+draws — in chunks of ``chunk_size`` on one fixed dev sample (:mod:`promptopt.racing`; the seed prompt and
+earlier survivors take part for free), and the ``top_k`` best survivors are confirmed on the full dev split.
 
 Budget plan (:mod:`promptopt.optimizers.planning`): the confirmations are reserved first; a chunk is raced only
 when its worst case fits in what is left (shrunk to what fits), and the teacher runs only when it and one more
@@ -103,21 +103,19 @@ class FewShotOptimizer(TupleSettingsMixin, Optimizer):
 
     # -- candidates ------------------------------------------------------------------------------------------
     def _labeled(self, task: Task) -> list[Prompt]:
-        """Labeled candidates in priority order: first random draw, similar, diverse, further draws."""
+        """Labeled candidates in priority order: per k (in ``shots`` order), every selection's first draw; then
+        the further random draws."""
         c, train = self.config, list(task.train)
         seed = task.seed_prompt()
-        order: list[tuple[str, int]] = [("random", 0)] if "random" in c.selections else []
-        order += [(s, 0) for s in ("similar", "diverse") if s in c.selections]
+        ks = list(dict.fromkeys(min(k, len(train)) for k in c.shots))
+        order = [(k, s, 0) for k in ks for s in c.selections]
         if "random" in c.selections:
-            order += [("random", d) for d in range(1, c.n_draws)]
+            order += [(k, "random", d) for d in range(1, c.n_draws) for k in ks]
         out: list[Prompt] = []
-        for selection, draw in order:
-            for k in dict.fromkeys(min(k, len(train)) for k in c.shots):
-                base = self._select(seed, train, selection, k, draw)
-                for fmt in c.demo_formats:
-                    out.append(
-                        self._candidate(base, fmt, f"labeled {selection} k={k}" + (f" draw {draw}" * (draw > 0)))
-                    )
+        for k, selection, draw in order:
+            base = self._select(seed, train, selection, k, draw)
+            label = f"labeled {selection} k={k}" + (f" draw {draw}" if draw else "")
+            out += [self._candidate(base, fmt, label) for fmt in c.demo_formats]
         return _unique(out)
 
     def _select(self, seed: Prompt, train: list[Example], selection: str, k: int, draw: int) -> Prompt:

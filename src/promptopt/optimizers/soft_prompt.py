@@ -54,6 +54,7 @@ from promptopt.optimizers.base import (
 
 if TYPE_CHECKING:
     from promptopt.history import TrialRecord
+    from promptopt.task import Task
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +110,14 @@ class SoftPromptOptimizer(Optimizer):
     Config = SoftPromptConfig
     config: SoftPromptConfig
     needs_trainable_model = True
+
+    def min_calls(self, task: Task) -> int:
+        """One training step, then the dev evaluation of its checkpoint."""
+        return self.config.batch_size + len(task.dev)
+
+    def checkpoint_calls(self, task: Task) -> int:
+        """A full checkpoint: ``eval_every`` training steps, then its dev evaluation."""
+        return self.config.batch_size * self.config.eval_every + len(task.dev)
 
     def setup(self, ctx: RunContext) -> None:
         super().setup(ctx)

@@ -18,9 +18,9 @@ def test_auto_runs_demos_then_instruction_search_and_explains_what_it_skipped():
     )
     assert result.best_prompt.demo_format == "turns" and result.best_test["mean"] == 1.0
     notes = "\n".join(result.notes)
-    assert "demonstrations: fewshot with up to 172 of 288 calls left" in notes  # 60% of what the seed left
+    assert "demonstrations: fewshot with up to 216 of 288 calls left" in notes  # 75% of what the seed left
     assert "fewshot ended" in notes
-    assert "instruction search on the best prompt: pe2 with up to 122 of 122 calls left" in notes
+    assert "instruction search on the best prompt: pe2 with up to 74 of 74 calls left" in notes
     assert "auto: demonstrations" in result.format()
 
 
@@ -44,3 +44,27 @@ def test_auto_is_the_cli_default_optimizer():
     from promptopt.cli import optimize
 
     assert inspect.signature(optimize).parameters["optimizer"].default == "auto"
+
+
+def test_auto_skips_a_soft_prompt_its_share_cannot_train_and_gives_the_search_everything():
+    from promptopt.models.base import Capabilities
+
+    class TrainableLooking(type(turns_model())):
+        @property
+        def capabilities(self) -> Capabilities:
+            return Capabilities(score=True, trainable=True)
+
+    model = TrainableLooking(fn=turns_model()._fn, name="fake:trainable")
+    task = make_toy_task(n_train=10, n_dev=12, n_test=10)
+    result = promptopt.optimize(
+        task,
+        AutoOptimizer(),
+        model,
+        proposer=scripted_proposer(["New instruction: Repeat the word."]),
+        budget=Budget(max_calls=300),
+        cache=False,
+    )
+    notes = "\n".join(result.notes)
+    # after the demos 74 calls are left; half of them cannot pay 2 checkpoints of 8 steps x 8 examples + 12 dev
+    assert "soft prompt skipped: its share (37 calls) pays for fewer than 2 checkpoints (152 calls)" in notes
+    assert "pe2 with up to 74 of 74 calls left" in notes  # so the instruction search gets all of it
