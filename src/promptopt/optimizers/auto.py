@@ -72,8 +72,9 @@ class AutoOptimizer(Optimizer):
         super().setup(ctx)
         self.racing = RaceTotals()
         self.notes = ()
-        self.stage = 0
+        self.stage = 1  # 1 demonstrations, 2 instruction search, 3 soft prompt
         self.current: Optimizer | None = None
+        self.soft: Optimizer | None = None
         self._start(FewShotOptimizer(), self.config.fewshot_share, "demonstrations")
 
     # -- the protocol ------------------------------------------------------------------------------------------
@@ -109,7 +110,9 @@ class AutoOptimizer(Optimizer):
                     setattr(self.racing, f.name, getattr(self.racing, f.name) + getattr(self.current.racing, f.name))
             self.current = None
         c = self.config
-        soft = self._soft_prompt()
+        if self.stage == 1:  # decided once, before the instruction search takes its share
+            self.soft = self._soft_prompt()
+        soft = self.soft
         while self.current is None and self.stage < 3:
             self.stage += 1
             if self.stage == 2 and c.instruction_search:
