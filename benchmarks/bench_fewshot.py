@@ -175,14 +175,11 @@ def run_promptopt(model: Any, task: Any, method: str, budget: int) -> dict[str, 
     }
 
 
-def run_dspy(python: str, task: Any, name: str, method: str, seed: Any, time_limit: int) -> dict[str, Any]:
-    """DSPy in its own venv on the same splits; its raw test answers scored with the task's parser and metric."""
+def run_dspy(python: str, name: str, method: str, time_limit: int) -> dict[str, Any]:
+    """DSPy in its own venv on the same splits (``dspy_fewshot.py``); its raw output."""
     import subprocess
 
     from dspy_fewshot import make_spec
-
-    from promptopt.evaluation import compare
-    from promptopt.stats import bootstrap_ci, mean
 
     with tempfile.TemporaryDirectory() as tmp:
         spec, out = Path(tmp) / "spec.json", Path(tmp) / "out.json"
@@ -191,32 +188,31 @@ def run_dspy(python: str, task: Any, name: str, method: str, seed: Any, time_lim
         cmd += ["--time-limit", str(time_limit)]
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
         if not out.is_file():
-            return {"error": (proc.stderr or proc.stdout).strip().splitlines()[-5:]}
-        raw = json.loads(out.read_text())
-    scores = {}
+            return {"error": "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])}
+        return json.loads(out.read_text())
+
+
+def dspy_cell(task: Any, raw: dict[str, Any], seed: Any) -> dict[str, Any]:
+    """A DSPy run's raw test answers scored with the task's own parser and metric, paired with the seed."""
+    from promptopt.evaluation import EvalResult, ExampleRecord, compare
+
+    calls = {"calls": raw.get("compile_calls", 0), "test_calls": raw.get("test_calls"), "failures": raw.get("failures")}
+    if raw.get("error"):  # nothing to score (e.g. MIPROv2 stopped by an unparsable instruction proposal)
+        return {"error": raw["error"].strip().splitlines()[0][:160], **calls}
+    records = []
     for ex in task.test:
         text = raw["predictions"].get(ex.id)
         parsed = task.parser(text) if text is not None else None
-        scores[ex.id] = task.metric(parsed, ex) if parsed is not None else 0.0
-    vals = [scores[ex.id] for ex in task.test]
-    lo, hi = bootstrap_ci(vals)
-    from promptopt.evaluation import EvalResult, ExampleRecord
-
-    as_result = EvalResult(
-        prompt_id="dspy",
-        split="test",
-        mode="generate",
-        records=tuple(ExampleRecord(example_id=k, prediction=None, score=v) for k, v in scores.items()),
-    )
+        score = task.metric(parsed, ex) if parsed is not None else 0.0
+        records.append(ExampleRecord(example_id=ex.id, prediction=parsed, score=score))
+    result = EvalResult(prompt_id="dspy", split="test", mode="generate", records=tuple(records))
     return {
-        "test": {"mean": mean(vals), "ci": [lo, hi]},
-        "vs_seed": compare(seed, as_result).to_dict(),
-        "calls": raw.get("compile_calls", 0),
-        "test_calls": raw.get("test_calls"),
-        "failures": raw.get("failures"),
+        "test": summary(result),
+        "vs_seed": compare(seed, result).to_dict(),
+        **calls,
         "seconds": raw.get("compile_seconds", 0) + raw.get("test_seconds", 0),
         "instruction": raw.get("instruction"),
-        "error": raw.get("error"),
+        "dspy_versions": raw.get("versions"),
     }
 
 
@@ -254,7 +250,8 @@ def method_table(args: argparse.Namespace, model: Any) -> None:
             elif method in DSPY_METHODS:
                 if not args.dspy_python:
                     continue
-                cell = run_dspy(args.dspy_python, task, name, DSPY_METHODS[method], seed, args.dspy_time_limit)
+                raw = run_dspy(args.dspy_python, name, DSPY_METHODS[method], args.dspy_time_limit)
+                cell = dspy_cell(task, raw, seed)
             else:
                 cell = run_promptopt(model, task, method, args.budget)
             save_cell(name, method, {**cell, "provenance": started, "budget": args.budget})
@@ -340,12 +337,24 @@ def main() -> None:
     parser.add_argument("--dspy-python", default="/work/venv-dspy/bin/python", help="the DSPy venv's python")
     parser.add_argument("--dspy-time-limit", type=int, default=3600, help="seconds per DSPy run")
     parser.add_argument("--report", action="store_true", help="only rewrite fewshot.md from fewshot.json")
+    parser.add_argument(
+        "--import-dspy", nargs=3, metavar=("TASK", "METHOD", "FILE"), help="add a dspy_fewshot.py result file"
+    )
     args = parser.parse_args()
     if args.report:
         (RESULTS / "fewshot.md").write_text(table_markdown(json.loads((RESULTS / "fewshot.json").read_text())))
         placed = RESULTS / "fewshot_placement.json"
         if placed.is_file():
             (RESULTS / "fewshot_placement.md").write_text(placement_markdown(json.loads(placed.read_text())))
+        return
+    if args.import_dspy:
+        name, method, file = args.import_dspy
+        raw = json.loads(Path(file).read_text())
+        task = small_task(name)
+        from promptopt.models import get_model
+
+        cell = dspy_cell(task, raw, None if raw.get("error") else seed_test(get_model("smollm2"), task))
+        save_cell(name, method, {**cell, "provenance": {**provenance(), "imported_from": file}, "budget": None})
         return
     from promptopt.models import get_model
 
