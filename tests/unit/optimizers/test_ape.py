@@ -59,6 +59,7 @@ def go(
 ) -> tuple[OptimizationResult, FakeModel, FakeModel]:
     model, proposer = toy_model(), proposer or scripted_proposer(SCRIPT)
     kwargs.setdefault("cache", False)
+    kwargs.setdefault("select", "best")  # these tests are about the budget plan, not the selection rule
     result = promptopt.optimize(
         task or make_toy_task(),
         opt or ape(),

@@ -355,7 +355,7 @@ def test_the_smallest_budget_still_confirms_a_child(name: str, minibatch_size: i
     opt = load_optimizer(name, minibatch_size=minibatch_size)
     budget = 12 + opt.min_calls(make_toy_task())
     proposer = scripted_editor()
-    result = run(opt, proposer=proposer, budget=budget)
+    result = run(opt, proposer=proposer, budget=budget, select="best")  # the plan, not the selection rule
     assert len(proposer.requests) == ONE_CHILD_CALLS[name]
     raced = minibatch_size < 12
     assert result.search == {"screened": int(raced), "confirmed": 1}
