@@ -139,3 +139,14 @@ def test_formatted_templates_parse_again_and_reformat_from_the_original():
 def test_a_template_without_field_lines_cannot_be_reformatted():
     with pytest.raises(ConfigError, match="field lines"):
         Format(casing="upper").apply("{{ instruction }} {{ sentence }}")
+
+
+def test_a_format_rewrites_every_demo_turn_and_the_query_alike():
+    p = Prompt(instruction="Classify.", template=SST2, demos=DEMOS, demo_format="turns")
+    fmt = Format(separator=" - ", casing="upper")
+    q = apply_format(p, fmt)
+    assert q.demo_format == "turns"
+    msgs = q.render(Example(id="x", inputs={"sentence": "dull"}, target="negative"))
+    assert [m.role for m in msgs] == ["system", "user", "assistant", "user"]
+    assert msgs[1].content == "Classify.\n\nREVIEW - great\nSENTIMENT -" and msgs[2].content == "positive"
+    assert msgs[3].content == "Classify.\n\nREVIEW - dull\nSENTIMENT -"
