@@ -26,7 +26,7 @@ from promptopt.exceptions import ConfigError
 from promptopt.formats import ROBUST_OBJECTIVES, Robust, format_variants, robust_score
 from promptopt.ics import AGGREGATIONS, STRATEGIES, make_ics_prompt
 from promptopt.optimizers.base import EvalRequest, Optimizer, OptimizerConfig, RunContext, RunState, register_optimizer
-from promptopt.optimizers.planning import affordable, subprompts
+from promptopt.optimizers.planning import affordable, eval_cost, subprompts
 
 if TYPE_CHECKING:
     from promptopt.history import TrialRecord
@@ -145,7 +145,7 @@ class ICSOptimizer(TupleSettingsMixin, Optimizer):
             costs = sorted((self.ctx.confirmation_cost(n, subprompts(p)) for p in prefix), reverse=True)
             return sum(costs[: self.config.top_k])
 
-        return affordable(self.candidates, self.ctx.calls_left(), lambda p: subprompts(p) * n * per, reserve)
+        return affordable(self.candidates, self.ctx.calls_left(), lambda p: eval_cost(p, n) * per, reserve)
 
     def observe(self, state: RunState, records: Sequence[TrialRecord]) -> None:
         by_id = {r.prompt.id: r.mean for r in records if not r.full and r.status == "complete"}
