@@ -180,8 +180,6 @@ class FewShotOptimizer(TupleSettingsMixin, Optimizer):
                         return [self._teacher_request()]
                 if not self._start_race(state):
                     self.phase = "confirm"
-            elif self.phase == "teacher":  # observe() moved on; nothing to send
-                self.phase = "race"
             elif self.phase == "confirm":
                 self.phase = "done"
                 ranked = sorted(self.survivors.values(), key=lambda v: -_mean(v[1]))
@@ -245,17 +243,20 @@ class FewShotOptimizer(TupleSettingsMixin, Optimizer):
         left = self.ctx.calls_left()
         return bool(pool) and (left is None or len(pool) + self._per_candidate + self._reserve(1) <= left)
 
+    def _leader(self) -> Prompt:
+        """The survivor with the best race score so far (the teacher of the bootstrapped demos)."""
+        return max(self.survivors.values(), key=lambda v: _mean(v[1]))[0]
+
     def _teacher_pool(self) -> tuple[Example, ...]:
-        best, _ = max(self.survivors.values(), key=lambda v: _mean(v[1]))
-        shown = {d.id for d in best.demos}
+        """Up to ``bootstrap_pool`` train examples the teacher does not show as demos (a seeded sample)."""
+        shown = {d.id for d in self._leader().demos}
         pool = [ex for ex in self.ctx.task.train if ex.id not in shown]
         rng = random.Random(f"{self.ctx.seed}:teacher")
         return tuple(rng.sample(pool, min(self.config.bootstrap_pool, len(pool))))
 
     def _teacher_request(self) -> EvalRequest:
-        pool = self._teacher_pool()
-        self.teacher, _ = max(self.survivors.values(), key=lambda v: _mean(v[1]))
-        return EvalRequest(self.teacher, pool)
+        self.teacher = self._leader()
+        return EvalRequest(self.teacher, self._teacher_pool())
 
 
 def _mean(scores: dict[str, float]) -> float:
