@@ -150,7 +150,7 @@ def run_promptopt(model: Any, task: Any, method: str, budget: int) -> dict[str, 
             cache=Path(tmp) / "cache.sqlite",
             run_dir=Path(tmp) / "run",
             seed=0,
-            select="best",  # the table shows each run's best dev candidate; selection_analysis re-decides
+            select="best",  # explicit: the table shows each run's best dev candidate; selection_analysis re-decides
         )
         seconds = time.monotonic() - started
     roles = result.usage["by_role"]

@@ -167,10 +167,10 @@ def optimize(
     select: Annotated[
         str,
         typer.Option(
-            help="'significant' (default): replace the seed prompt only if the paired dev gain's 95% CI is above "
-            "0; 'best': the best dev score wins."
+            help="'best' (default): the best dev score wins; 'significant': replace the seed prompt only if the "
+            "paired dev gain's 95% CI is above 0."
         ),
-    ] = "significant",
+    ] = "best",
     batch_size: Annotated[int, typer.Option(help="Requests per model batch.")] = 32,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
