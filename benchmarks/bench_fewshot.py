@@ -294,6 +294,25 @@ def selection_analysis(report: dict[str, Any]) -> list[str]:
     ]
 
 
+def compact_table(report: dict[str, Any]) -> list[str]:
+    """Test means only, **bold** where the paired Δ vs the seed has a CI above 0 (the README's table)."""
+    methods = [m for m in (*METHODS, *DSPY_METHODS) if any(m in row for row in report["rows"].values())]
+    lines = ["| task | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+    for name, row in report["rows"].items():
+        cells = []
+        for m in methods:
+            c = row.get(m)
+            if c is None:
+                cells.append("–")
+            elif "test" not in c:
+                cells.append("error")
+            else:
+                d, mean = c.get("vs_seed"), f"{c['test']['mean']:.2f}"
+                cells.append(f"**{mean}**" if d and m != "seed" and d["ci_low"] > 0 else mean)
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def table_markdown(report: dict[str, Any]) -> str:
     methods = [*METHODS, *DSPY_METHODS]
     lines = [
@@ -324,6 +343,7 @@ def table_markdown(report: dict[str, Any]) -> str:
                 cell += f", {c['calls']} calls"
             cells.append(cell)
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "## Test means (bold: paired Δ vs the seed prompt above 0)", "", *compact_table(report)]
     lines += selection_analysis(report)
     return "\n".join(lines) + "\n"
 
