@@ -281,3 +281,17 @@ def test_ics_optimizer_plans_its_budget_so_the_screened_best_are_confirmed():
     with pytest.raises(promptopt.ConfigError, match="--budget-calls"):
         promptopt.optimize(task, opt, model, cache=False, budget=promptopt.Budget(max_calls=n_dev + 1))
     assert model.requests == []
+
+
+def test_ics_export_has_each_sub_prompts_chat_as_plain_data(tmp_path):
+    import jinja2
+
+    p = replace(ics_prompt("vote"), demo_format="turns")
+    out = p.export(tmp_path / "e")
+    specs = json.loads((out / "messages_sets.json").read_text())
+    ex = Example(id="q", inputs={"text": "a query"}, target="positive")
+    template = jinja2.Template((out / "template.jinja").read_text())
+    for spec, sub in zip(specs, p.render_all([ex])[0], strict=True):
+        *literal, query = spec
+        assert literal == [m.to_dict() for m in sub[:-1]] and query["demos"] is None
+        assert template.render(instruction=query["instruction"], demos=[], **ex.inputs).strip() == sub[-1].content
