@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from promptopt.exceptions import ConfigError
@@ -218,6 +218,11 @@ class RaceTotals:
         self.evaluations += summary["evaluations"]
         self.saved += summary["saved"]
         return summary
+
+    def merge(self, other: RaceTotals) -> None:
+        """Add another run part's totals (e.g. a stage of a composite optimizer)."""
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
 
 @dataclass(frozen=True)

@@ -106,8 +106,7 @@ class AutoOptimizer(Optimizer):
             self._note(f"{self.current.name} ended: {ended}; best dev so far {state.best().mean:.3f}")
             state.stop_reason = None
             if self.current.racing is not None:
-                for f in dataclasses.fields(RaceTotals):
-                    setattr(self.racing, f.name, getattr(self.racing, f.name) + getattr(self.current.racing, f.name))
+                self.racing.merge(self.current.racing)
             self.current = None
         c = self.config
         if self.stage == 1:  # decided once, before the instruction search takes its share

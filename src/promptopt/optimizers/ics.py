@@ -26,7 +26,7 @@ from promptopt.exceptions import ConfigError
 from promptopt.formats import ROBUST_OBJECTIVES, Robust, format_variants, robust_score
 from promptopt.ics import AGGREGATIONS, STRATEGIES, make_ics_prompt
 from promptopt.optimizers.base import EvalRequest, Optimizer, OptimizerConfig, RunContext, RunState, register_optimizer
-from promptopt.optimizers.planning import affordable, eval_cost, subprompts
+from promptopt.optimizers.planning import affordable, eval_cost, subprompts, top_confirmation_cost
 
 if TYPE_CHECKING:
     from promptopt.history import TrialRecord
@@ -141,11 +141,15 @@ class ICSOptimizer(TupleSettingsMixin, Optimizer):
         dev, fits in the planned budget."""
         n, per = len(self.minibatch), self.config.variants()
 
-        def reserve(prefix: Sequence[Prompt]) -> int:
-            costs = sorted((self.ctx.confirmation_cost(n, subprompts(p)) for p in prefix), reverse=True)
-            return sum(costs[: self.config.top_k])
+        def confirm(p: Prompt) -> int:
+            return self.ctx.confirmation_cost(n, subprompts(p))
 
-        return affordable(self.candidates, self.ctx.calls_left(), lambda p: eval_cost(p, n) * per, reserve)
+        return affordable(
+            self.candidates,
+            self.ctx.calls_left(),
+            lambda p: eval_cost(p, n) * per,
+            lambda prefix: top_confirmation_cost(prefix, self.config.top_k, confirm),
+        )
 
     def observe(self, state: RunState, records: Sequence[TrialRecord]) -> None:
         by_id = {r.prompt.id: r.mean for r in records if not r.full and r.status == "complete"}

@@ -45,10 +45,10 @@ def affordable(
     return out
 
 
-def top_confirmation_cost(prompts: Sequence[Prompt], n_dev: int, top_k: int) -> int:
-    """Worst-case cost of confirming ``top_k`` of ``prompts`` on the full dev split (the dearest ones)."""
-    costs = sorted((eval_cost(p, n_dev) for p in prompts), reverse=True)
-    return sum(costs[:top_k])
+def top_confirmation_cost(prompts: Sequence[Prompt], top_k: int, cost: Callable[[Prompt], int]) -> int:
+    """Worst-case cost of confirming ``top_k`` of ``prompts`` on the full dev split: the ``top_k`` dearest
+    ``cost(prompt)``."""
+    return sum(sorted(map(cost, prompts), reverse=True)[:top_k])
 
 
 def refuse_small_budget(optimizer: str, needed: int, seed_cost: int, max_calls: int, what: str) -> None:

@@ -343,9 +343,9 @@ class StructureSearchOptimizer(TupleSettingsMixin, Optimizer):
             return True
         dev, n = len(self.ctx.task.dev), self.config.n_confirm
         if unknown:
-            reserve = dev * self._max_k() + top_confirmation_cost(todo, dev, n - 1)
+            reserve = dev * self._max_k() + top_confirmation_cost(todo, n - 1, lambda p: eval_cost(p, dev))
         else:
-            reserve = top_confirmation_cost(todo, dev, n)
+            reserve = top_confirmation_cost(todo, n, lambda p: eval_cost(p, dev))
         return cost + reserve <= left
 
     def _max_k(self) -> int:
