@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Literal
 from promptopt.candidate import Prompt
 from promptopt.optimizers.base import EvalRequest, Optimizer, RunContext, RunState, register_optimizer
 from promptopt.optimizers.meta import Proposer, extract_instruction, format_example, render_meta_prompt
-from promptopt.optimizers.planning import affordable, eval_cost, subprompts
+from promptopt.optimizers.planning import affordable, eval_cost, race_confirmations, race_worst_case, subprompts
 from promptopt.racing import Race, RaceTotals, RacingConfig, incumbents_of
 
 if TYPE_CHECKING:
@@ -118,15 +118,12 @@ class APEOptimizer(Optimizer):
     def _per_candidate(self, state: RunState) -> int:
         """Worst-case planned calls of one proposal: its proposer call and its race (every stage), or its
         full-dev evaluation when there is no race."""
-        seed = state.seed_record.prompt
-        return 1 + eval_cost(seed, self.sizes[-1] if self.sizes else len(self.ctx.task.dev))
+        return 1 + race_worst_case(self.sizes, len(self.ctx.task.dev), subprompts(state.seed_record.prompt))
 
     def _reserve(self, n: int, state: RunState) -> int:
         """Planned calls kept for confirming up to ``top_k`` of ``n`` raced candidates on full dev."""
-        if not self.sizes:
-            return 0  # no race: a candidate's full-dev evaluation is its confirmation
         k = subprompts(state.seed_record.prompt)
-        return min(self.config.top_k, n) * self.ctx.confirmation_cost(self.sizes[-1], k)
+        return race_confirmations(self.ctx, self.sizes, n, self.config.top_k, k)
 
     def _affordable(self, wanted: int, state: RunState) -> int:
         """How many of ``wanted`` proposals this screening can pay for, confirmations reserved first."""

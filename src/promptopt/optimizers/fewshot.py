@@ -37,7 +37,7 @@ from promptopt.exceptions import ConfigError
 from promptopt.ics import make_ics_prompt
 from promptopt.optimizers.base import EvalRequest, Optimizer, RunContext, RunState, register_optimizer
 from promptopt.optimizers.ics import TupleSettingsMixin, check_choices
-from promptopt.optimizers.planning import affordable
+from promptopt.optimizers.planning import affordable, race_confirmations, race_worst_case
 from promptopt.racing import Race, RaceTotals, RacingConfig, incumbents_of
 
 if TYPE_CHECKING:
@@ -204,13 +204,11 @@ class FewShotOptimizer(TupleSettingsMixin, Optimizer):
     # -- internals ---------------------------------------------------------------------------------------------
     @property
     def _per_candidate(self) -> int:
-        """Worst-case calls of one candidate: its race, or the full dev split when there is no race."""
-        return self.sizes[-1] if self.sizes else len(self.ctx.task.dev)
+        return race_worst_case(self.sizes, len(self.ctx.task.dev))
 
     def _reserve(self, n_new: int) -> int:
         """Calls kept for confirming up to ``top_k`` survivors (now and ``n_new`` more) on full dev."""
-        n = min(self.config.top_k, len(self.survivors) + n_new)
-        return n * self.ctx.confirmation_cost(self.sizes[-1]) if self.sizes else 0
+        return race_confirmations(self.ctx, self.sizes, len(self.survivors) + n_new, self.config.top_k)
 
     def _start_race(self, state: RunState) -> bool:
         queue = [p for p in self.queue if p.id not in self.survivors and state.history.find(p.id) is None]

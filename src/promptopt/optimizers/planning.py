@@ -10,10 +10,13 @@ so plans replay identically on resume). Costs are worst cases: racing can only s
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from promptopt.candidate import Prompt
 from promptopt.exceptions import ConfigError
+
+if TYPE_CHECKING:
+    from promptopt.optimizers.base import RunContext
 
 T = TypeVar("T")
 
@@ -43,6 +46,18 @@ def affordable(
         out.append(item)
         spent += cost(item)
     return out
+
+
+def race_worst_case(sizes: Sequence[int], n_dev: int, subprompts: int = 1) -> int:
+    """Worst-case calls of one raced candidate: every stage up to ``sizes[-1]`` examples, or its full-dev
+    evaluation when there is no race (``sizes`` empty)."""
+    return subprompts * (sizes[-1] if sizes else n_dev)
+
+
+def race_confirmations(ctx: RunContext, sizes: Sequence[int], n: int, top_k: int, subprompts: int = 1) -> int:
+    """Calls to reserve for confirming up to ``top_k`` of ``n`` race survivors on full dev (none without a race:
+    the full-dev evaluation is the confirmation)."""
+    return min(top_k, n) * ctx.confirmation_cost(sizes[-1], subprompts) if sizes else 0
 
 
 def top_confirmation_cost(prompts: Sequence[Prompt], top_k: int, cost: Callable[[Prompt], int]) -> int:
