@@ -153,6 +153,13 @@ class Race:
         ranked = sorted(self.alive, key=lambda p: (-self.mean(p.id), order[p.id]))
         return [(p, self.mean(p.id)) for p in ranked]
 
+    def beaten(self, prompt_id: str, by_id: str) -> bool:
+        """Whether candidate ``by_id`` beats ``prompt_id`` by the race's sign test, on the examples both were
+        scored on (never when ``alpha`` is 0)."""
+        a, b = self.scores[prompt_id], self.scores[by_id]
+        wins, losses = _wins_losses(b, a, [e for e in a if e in b])
+        return self.alpha > 0 and sign_test(wins, losses) < self.alpha
+
     @property
     def evaluations(self) -> int:
         """Example evaluations the race spent (each one model call unless cached)."""
@@ -191,12 +198,18 @@ class Race:
             if p.id == leader:
                 continue
             mine = table[p.id]
-            wins = sum(lead.get(e, 0.0) > mine.get(e, 0.0) for e in seen)
-            losses = sum(lead.get(e, 0.0) < mine.get(e, 0.0) for e in seen)
+            wins, losses = _wins_losses(lead, mine, seen)
             if sign_test(wins, losses) < self.alpha:
                 self.alive.remove(p)
                 self.dropped[p.id] = len(mine)
                 logger.debug("race: %s dropped after %d examples (%d-%d vs %s)", p.id, len(seen), wins, losses, leader)
+
+
+def _wins_losses(lead: Mapping[str, float], mine: Mapping[str, float], examples: Sequence[str]) -> tuple[int, int]:
+    """Examples where ``lead`` scores above / below ``mine`` (a missing score counts as 0)."""
+    wins = sum(lead.get(e, 0.0) > mine.get(e, 0.0) for e in examples)
+    losses = sum(lead.get(e, 0.0) < mine.get(e, 0.0) for e in examples)
+    return wins, losses
 
 
 @dataclass

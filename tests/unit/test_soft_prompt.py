@@ -311,3 +311,20 @@ def test_tpv_from_another_base_model_is_refused(base: HFModel, tmp_path: Path) -
     VectorStore(tmp_path).put(TaskPromptVector(torch.zeros(16, 32), "smollm2", "random", 0, {"animal": 1.0}))
     with pytest.raises(ConfigError, match="stored for 'smollm2'"):
         promptopt.optimize(make("no"), soft(init="random", tpv={"animal": 1.0}, tpv_store=str(tmp_path)), base)
+
+
+def test_auto_reserves_the_soft_prompt_share_before_the_demonstrations(base: HFModel) -> None:
+    from promptopt.optimizers.auto import AutoOptimizer
+
+    task = make()
+    n = len(task.dev)
+    result = promptopt.optimize(task, AutoOptimizer(), base, budget=Budget(max_calls=400), cache=False)
+    notes = "\n".join(result.notes)
+    left = 400 - n
+    reserved = max(2 * (8 * 8 + n), left // 2)  # the preset: 2 checkpoints of 8 steps x 8 examples + dev
+    assert f"demonstrations: fewshot with up to {left - reserved} of {left} calls left" in notes
+    assert "soft prompt under the best prompt: soft_prompt with up to" in notes
+    assert "instruction search" not in notes  # in process, the soft prompt takes the instruction search's place
+    assert result.usage["by_role"]["train"]["calls"] >= 2 * 8 * 8  # its two checkpoints were trained
+    roles = result.usage["by_role"]
+    assert roles["task"]["calls"] + roles["train"]["calls"] <= 400  # the test evaluation ("report") aside

@@ -100,6 +100,8 @@ class FewShotOptimizer(TupleSettingsMixin, Optimizer):
         self.teacher: Prompt | None = None
         self.phase: Phase = "race"
         self.racing = RaceTotals()
+        self.formats = c.demo_formats
+        self.notes = ()
 
     # -- candidates ------------------------------------------------------------------------------------------
     def _labeled(self, task: Task) -> list[Prompt]:
@@ -156,7 +158,7 @@ class FewShotOptimizer(TupleSettingsMixin, Optimizer):
         out = []
         for k in dict.fromkeys(min(k, len(good)) for k in self.config.shots):
             base = replace(seed, demos=tuple(good[:k]))
-            for fmt in self.config.demo_formats:
+            for fmt in self.formats:
                 out.append(self._candidate(base, fmt, f"bootstrapped k={k} (teacher {self.teacher.id})"))
         return _unique(out)
 
@@ -232,7 +234,37 @@ class FewShotOptimizer(TupleSettingsMixin, Optimizer):
         self.racing.add(self.race)
         for p, _ in self.race.ranking():
             self.survivors[p.id] = (p, self.race.scores[p.id])
+        if self.racing.races == 1:
+            self._drop_losing_formats(self.race)
         self.race = None
+
+    def _drop_losing_formats(self, race: Race) -> None:
+        """After the first race, stop trying a demo format whose best candidate (survivors first, then by race
+        mean) lost to another format's best by the race's sign test on the examples both were scored on: the
+        rest of the budget goes to what works for this task and model."""
+        alive = {p.id for p in race.alive}
+
+        def rank(p: Prompt) -> tuple[bool, float]:
+            return p.id in alive, race.mean(p.id)
+
+        best: dict[str, Prompt] = {}
+        for p in race.candidates:
+            if p.id not in race.failed and (p.demo_format not in best or rank(p) > rank(best[p.demo_format])):
+                best[p.demo_format] = p
+        if len(best) < 2:
+            return
+        leader = max(best.values(), key=rank)
+        lost = sorted(f for f, p in best.items() if p is not leader and race.beaten(p.id, leader.id))
+        if not lost:
+            return
+        self.formats = tuple(f for f in self.formats if f not in lost)
+        self.queue = [p for p in self.queue if p.demo_format not in lost]
+        self.notes = (
+            *self.notes,
+            f"fewshot: demo format {', '.join(lost)} dropped after the first race (its best candidate lost to "
+            f"{leader.demo_format}: {race.mean(leader.id):.2f} vs "
+            f"{max(race.mean(best[f].id) for f in lost):.2f} on the race examples)",
+        )
 
     def _wants_teacher(self) -> bool:
         if self.teacher is not None or "bootstrapped" not in self.config.sources or not self.survivors:

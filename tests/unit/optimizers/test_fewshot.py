@@ -47,6 +47,24 @@ def test_finds_demos_as_chat_turns_and_confirms_them(task):
     assert result.stop_reason == "optimizer finished"
 
 
+def test_a_demo_format_that_lost_the_first_race_is_not_tried_again(task):
+    seen = []
+    result = run(task, config={"chunk_size": 4}, callbacks=[seen.append])
+    assert result.notes == [
+        "fewshot: demo format inline dropped after the first race (its best candidate lost to turns: 1.00 vs 0.00 "
+        "on the race examples)"
+    ]
+    raced = [e.record.prompt for e in seen if hasattr(e, "record") and e.record.prompt.origin == "fewshot"]
+    assert [p.demo_format for p in raced[:4]] == ["inline", "turns", "inline", "turns"]  # the first race: both
+    assert len(raced) > 4 and all(p.demo_format == "turns" for p in raced[4:])
+    assert result.best_prompt.demo_format == "turns"
+
+
+def test_no_format_is_dropped_when_the_race_cannot_tell_them_apart(task):
+    result = run(task, model=turns_model(min_turns=99), config={"chunk_size": 4})
+    assert result.notes == [] and result.best_prompt.id == result.seed_prompt.id
+
+
 def test_inline_only_search_cannot_find_what_only_turns_give(task):
     result = run(task, config={"demo_formats": ("inline",)})
     assert result.best_prompt.id == result.seed_prompt.id
