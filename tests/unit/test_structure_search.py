@@ -121,6 +121,19 @@ def test_tight_budgets_end_on_a_confirmed_candidate(tmp_path, robust, cached):
         assert {t.number for t in done if t.state == states.FAIL} <= retried  # handed back, not lost
 
 
+def test_trials_are_priced_at_their_own_ics_k_so_the_budget_is_used():
+    # pricing every trial at the largest K (3) stopped this search after 2 trials with 29 of 80 calls unused
+    task = make_toy_task()
+    for budget in (80, 130):
+        opt = search(ks=[1, 3], n_trials=40)
+        result = promptopt.optimize(task, opt, toy_model(PROPOSALS), budget=promptopt.Budget(max_calls=budget),
+                                    cache=False, evaluate_test=False)  # fmt: skip
+        assert budget - 2 * 6 <= result.usage["total"]["calls"] <= budget  # at most two minibatches unused
+        assert result.search["confirmed"] >= 1 and result.best_dev["mean"] == 1.0
+        states = optuna.trial.TrialState
+        assert not [t for t in opt.study.get_trials(deepcopy=False) if t.state == states.RUNNING]
+
+
 def test_a_budget_below_the_minimum_is_refused_before_any_call():
     task = make_toy_task()
     opt = search()

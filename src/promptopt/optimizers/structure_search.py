@@ -22,9 +22,11 @@ without a model call. With ``robust`` = ``mean``/``worst`` a trial's value is th
 
 Confirmation on full dev: every ``full_eval_every`` trials the leader (best mean trial value, not yet scored on
 full dev), and at the end the ``n_confirm`` best such candidates. Under a call limit the search plans
-(:mod:`promptopt.optimizers.planning`): a trial is asked only if its worst case plus confirming the
-``n_confirm`` dearest unconfirmed candidates (the new one included) still fits; a queued trial whose exact cost
-does not fit is failed and queued again for another run. So a run never ends on a budget with its leaders
+(:mod:`promptopt.optimizers.planning`): a trial is asked only if its cheapest case plus confirming the
+``n_confirm`` dearest unconfirmed candidates (the new one included) still fits, and run only if its exact cost
+(known once its parameters are suggested: ICS K sub-prompts per example) does. A queued trial that does not
+fit is failed and queued again for another run, which ends this one; a TPE trial that does not fit is failed
+and another asked, up to ``MAX_MISSES`` times. So a run never ends on a budget with its leaders
 unconfirmed; :meth:`StructureSearchOptimizer.min_calls` is one plain trial and its confirmation, and the
 induction only spends what is left above that (so a tight first run leaves the study fewer instructions).
 
@@ -73,6 +75,8 @@ if TYPE_CHECKING:
     from promptopt.history import TrialRecord
     from promptopt.task import Task
 
+MAX_MISSES = 3
+"""TPE trials a run may fail for not fitting the budget before it stops asking (cheaper points may still fit)."""
 logger = logging.getLogger(__name__)
 
 PLAIN_MAX_SHOTS = 4
@@ -187,6 +191,8 @@ class StructureSearchOptimizer(TupleSettingsMixin, Optimizer):
         self.pending: list[Prompt] = []  # full-dev evaluations to propose next
         self.closing = False  # no more trials: the final confirmations are pending or done
         self.told = 0
+        self.misses = 0  # TPE trials this run could not pay for
+        self.queued = False  # whether the trial asked last came from the queue (fixed parameters)
         if not self.study.get_trials(deepcopy=False):
             for point in self._plain_points():
                 self.study.enqueue_trial(point, skip_if_exists=True)
@@ -337,24 +343,22 @@ class StructureSearchOptimizer(TupleSettingsMixin, Optimizer):
 
     def _fits(self, cost: int, todo: Sequence[Prompt], *, unknown: bool = False) -> bool:
         """Whether ``cost`` more calls still leave enough to confirm the ``n_confirm`` dearest of ``todo`` on full
-        dev — with ``unknown``, of ``todo`` and a candidate not built yet, at its worst case."""
+        dev — with ``unknown``, of ``todo`` and a candidate not built yet, at its cheapest (its exact cost is
+        checked once its parameters are suggested)."""
         left = self._calls_left()
         if left is None:
             return True
         dev, n = len(self.ctx.task.dev), self.config.n_confirm
         if unknown:
-            reserve = dev * self._max_k() + top_confirmation_cost(todo, n - 1, lambda p: eval_cost(p, dev))
+            reserve = dev + top_confirmation_cost(todo, n - 1, lambda p: eval_cost(p, dev))
         else:
             reserve = top_confirmation_cost(todo, n, lambda p: eval_cost(p, dev))
         return cost + reserve <= left
 
-    def _max_k(self) -> int:
-        """The largest ICS K a trial can get (K only applies with demos)."""
-        return max(self.config.ks) if max(self.config.shots) > 0 else 1
-
-    def _worst_trial(self) -> int:
+    def _cheapest_trial(self) -> int:
+        """A trial's smallest cost: its minibatch, once per scored variant (ICS K = 1)."""
         c = self.config
-        return min(c.minibatch_size, len(self.ctx.task.dev)) * self._max_k() * c.variants
+        return min(c.minibatch_size, len(self.ctx.task.dev)) * c.variants
 
     def _close(self, state: RunState, *, over_budget: bool) -> None:
         """No more trials: queue the final confirmations (the ``n_confirm`` leaders, as far as the budget pays)."""
@@ -383,12 +387,13 @@ class StructureSearchOptimizer(TupleSettingsMixin, Optimizer):
         if not waiting and self._n_taken() >= self.config.n_trials:
             self._close(state, over_budget=False)
             return None
-        # queued trials have fixed parameters, so their exact cost is checked after asking (_requests)
-        if not waiting and not self._fits(self._worst_trial(), self._ranked(), unknown=True):
+        # a trial's exact cost is known once its parameters are suggested, and checked then (_requests)
+        if not waiting and not self._fits(self._cheapest_trial(), self._ranked(), unknown=True):
             self._close(state, over_budget=True)
             return None
-        trial = self.study.ask()
+        trial = self.study.ask()  # a queued trial first, if any
         trial.set_user_attr("worker", self.worker)
+        self.queued = bool(waiting)
         return trial
 
     def _requests(self, trial: Any, state: RunState) -> list[EvalRequest]:
@@ -412,8 +417,11 @@ class StructureSearchOptimizer(TupleSettingsMixin, Optimizer):
             todo.append(prompt)
         if not self._fits(sum(eval_cost(v, len(batch)) for v in variants), todo):
             self.study.tell(trial, state=self.optuna.trial.TrialState.FAIL)
-            self.study.enqueue_trial(params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
-            self._close(state, over_budget=True)
+            if self.queued or self.misses >= MAX_MISSES:
+                self.study.enqueue_trial(params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
+                self._close(state, over_budget=True)
+            else:  # TPE may suggest a cheaper point (fewer ICS sub-prompts) that still fits
+                self.misses += 1
             return []
         self.open = {trial.number: (trial, prompt.id)}
         return [EvalRequest(v, batch) for v in variants]
