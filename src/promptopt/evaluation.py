@@ -24,7 +24,7 @@ from promptopt.data import Example
 from promptopt.exceptions import ConfigError
 from promptopt.ics import aggregate_vector, majority_vote, summed_probabilities
 from promptopt.models.base import GenerationRequest, ScoreRequest
-from promptopt.stats import PairedComparison, bootstrap_ci, mean, paired_comparison
+from promptopt.stats import PairedComparison, interval_method, mean, mean_ci, paired_comparison
 from promptopt.task import Task
 
 Mode = Literal["auto", "score", "generate"]
@@ -84,7 +84,8 @@ class EvalResult:
 
     @cached_property
     def ci(self) -> tuple[float, float]:
-        return bootstrap_ci(self.scores)
+        """95% CI of the mean: Wilson for 0/1 scores, else the bootstrap (:func:`~promptopt.stats.mean_ci`)."""
+        return mean_ci(self.scores)
 
     @property
     def n_api_errors(self) -> int:
@@ -106,6 +107,7 @@ class EvalResult:
             "mean": self.mean,
             "ci_low": lo,
             "ci_high": hi,
+            "ci_method": interval_method(self.scores),
             "api_errors": self.n_api_errors,
             "parse_errors": self.n_parse_errors,
             "calls": self.calls,
@@ -142,7 +144,7 @@ class EvalResult:
 
 
 def compare(a: EvalResult, b: EvalResult) -> PairedComparison:
-    """Paired bootstrap comparison of two prompts on the examples both were scored on (B − A)."""
+    """Paired comparison of two prompts on the examples both were scored on (B − A; :func:`paired_comparison`)."""
     sb = b.by_example
     common = [r for r in a.records if r.example_id in sb]
     return paired_comparison([r.score for r in common], [sb[r.example_id] for r in common])

@@ -32,9 +32,9 @@ class OptimizationResult:
     baseline_test: dict[str, Any] | None = None
     best_test: dict[str, Any] | None = None
     test_comparison: dict[str, Any] | None = None
-    """Paired bootstrap of best − seed on the test split."""
+    """Paired comparison of best − seed on the test split (:func:`promptopt.stats.paired_comparison`)."""
     dev_comparison: dict[str, Any] | None = None
-    """Paired bootstrap of the best dev candidate − seed on the dev split (None when no candidate beat the seed)."""
+    """Paired comparison of the best dev candidate − seed on the dev split (None when no candidate beat the seed)."""
     selection: str = "best dev score"
     """How the best prompt was chosen (``select``), e.g. why the seed prompt was kept."""
     search: dict[str, int] = field(default_factory=dict)
