@@ -2,6 +2,8 @@
 
 Every request is rendered with the tokenizer's chat template (an empty system message is added when the
 request has none, so a template never injects its own default) followed by the assistant generation prompt.
+Message contents are data: a special token written inside one (``<|im_start|>``, ``<|im_end|>``) is tokenized as
+plain text, so only the chat template itself can open or close a turn.
 
 How a batch of requests is run (the same for :meth:`HFModel.generate` and :meth:`HFModel.score`):
 
@@ -43,12 +45,15 @@ import inspect
 import json
 import logging
 import os
+import re
+import secrets
 import shutil
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -73,6 +78,8 @@ _CPU_ROW_TOKENS = 4096
 and a packed row's attention grows with its square. Generation batches are not capped: decoding reads all
 weights once per step whatever the rows, so the more rows the better."""
 _PREFIX_ENTRIES = 4
+_SHIELD = f"\ue000{secrets.token_hex(8)}\ue000"
+"""Brackets a special token's place in a message while the chat template renders (a per-process secret)."""
 """Prefix KV caches kept between calls (an evaluation's prefix is reused by every chunk of requests)."""
 
 
@@ -299,15 +306,47 @@ class HFModel:
 
     # -- preparation -------------------------------------------------------------------------------------
 
+    @cached_property
+    def _specials(self) -> re.Pattern[str] | None:
+        """Matches the tokenizer's special-token strings (longest first); None if it has none."""
+        added = (t.content for t in self.tokenizer.added_tokens_decoder.values() if t.special)
+        tokens = sorted({*added, *self.tokenizer.all_special_tokens}, key=len, reverse=True)
+        return re.compile("|".join(map(re.escape, tokens))) if tokens else None
+
+    def _literal_ids(self, text: str) -> list[int]:
+        """Token ids of ``text`` with any special-token string in it spelled as plain text."""
+        return self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+
     def _render(self, messages: Messages) -> tuple[str, list[int]]:
         chat = [m.to_dict() for m in messages]
         if not chat or chat[0]["role"] != "system":
             chat.insert(0, {"role": "system", "content": ""})
+        literal: list[str] = []  # special-token strings written in a message's content
+
+        def shield(m: re.Match[str]) -> str:
+            literal.append(m[0])
+            return f"{_SHIELD}{len(literal) - 1}{_SHIELD}"
+
+        if self._specials is not None:
+            chat = [{**c, "content": self._specials.sub(shield, c["content"])} for c in chat]
         text = self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
-        return text, self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if not literal:
+            return text, self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        parts = text.split(_SHIELD)  # template text, then alternately a literal's index and template text
+        ids: list[int] = []
+        for i, part in enumerate(parts):
+            if i % 2:
+                ids += self._literal_ids(literal[int(part)])
+                parts[i] = literal[int(part)]
+            elif part:
+                ids += self.tokenizer(part, add_special_tokens=False)["input_ids"]
+        return "".join(parts), ids
 
     def _continuation(self, prompt_text: str, prompt_ids: list[int], continuation: str) -> list[int]:
-        """Continuation ids, tokenized with the prompt (separately if that re-tokenizes the prompt's end)."""
+        """Continuation ids, tokenized with the prompt (separately if that re-tokenizes the prompt's end, or as
+        plain text if it contains a special-token string)."""
+        if self._specials is not None and self._specials.search(continuation):
+            return self._literal_ids(continuation)
         ids = self.tokenizer(prompt_text + continuation, add_special_tokens=False)["input_ids"]
         if ids[: len(prompt_ids)] == prompt_ids:
             return ids[len(prompt_ids) :]

@@ -2,7 +2,8 @@
 
 Meta-prompts are Jinja2 files in ``promptopt/optimizers/meta_prompts/`` rendered in the sandbox
 (:func:`render_meta_prompt`; :func:`render_conversation` for multi-turn ones, where ``<|user|>`` /
-``<|assistant|>`` lines start messages). Proposer output is untrusted text from a possibly tiny model:
+``<|assistant|>`` lines of the file start messages; rendered variables never do). Proposer output is untrusted
+text from a possibly tiny model:
 :func:`extract_instruction` pulls out a usable instruction or says why it rejects it, and
 :func:`screen_proposals` turns replies into child prompts, counting every rejection in the run state.
 
@@ -20,6 +21,7 @@ import itertools
 import logging
 import random
 import re
+import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -78,11 +80,16 @@ _LEAD_IN_LINE = re.compile(
 _LIST_ITEM = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+")
 
 
+_CONTROL_TOKEN = re.compile(r"<\|[^|<>\s]{1,40}\|>|<(?:start|end)_of_turn>|\[/?INST\]|<</?SYS>>")
+"""A chat template's control token (ChatML, Llama 3, Phi, Gemma, Llama 2): never part of an instruction."""
+
+
 @dataclass(frozen=True)
 class Extraction:
     instruction: str | None
     reason: str | None = None
-    """Why the output was rejected (``empty``, ``too_long``, ``template_syntax``, ``echoes_input``)."""
+    """Why the output was rejected (``empty``, ``too_long``, ``template_syntax``, ``role_marker``,
+    ``echoes_input``)."""
 
 
 def extract_instruction(
@@ -102,8 +109,9 @@ def extract_instruction(
     and commentary after), skips
     announcing lines ("Here's the revised prompt:", markdown headings) when more text follows, takes the
     first non-empty paragraph (the first item of a list), strips lead-ins ("The instruction was:", quotes,
-    list markers) and rejects empty, over-long, template-breaking output
-    or output that merely copies one of the ``forbidden`` strings (e.g. a demo input).
+    list markers) and rejects empty, over-long, template-breaking output, output with chat-template control
+    tokens (``<|im_start|>``, ``[INST]``) or output that merely copies one of the ``forbidden`` strings (e.g. a
+    demo input).
     """
     body = text
     for tag in tags:
@@ -131,6 +139,8 @@ def extract_instruction(
         return Extraction(None, "too_long")
     if not allow_template_syntax and re.search(r"\{\{|\{%|\}\}|%\}", candidate):
         return Extraction(None, "template_syntax")
+    if _CONTROL_TOKEN.search(candidate):
+        return Extraction(None, "role_marker")
     norm = candidate.lower()
     if any(norm == str(f).strip().lower() for f in forbidden if str(f).strip()):
         return Extraction(None, "echoes_input")
@@ -227,16 +237,27 @@ def sample_failures(record: TrialRecord, examples: Sequence[Example], k: int, rn
 
 # -- the meta-prompt family (pe2, apo, opro): screening, beam, history, beam search with racing --------
 
-_ROLE_MARK = re.compile(r"^<\|(system|user|assistant)\|>[ \t]*$", re.MULTILINE)
+_ROLE_MARK = re.compile(r"<\|(system|user|assistant)\|>")
+_SECRET = secrets.token_hex(8)
+"""What the file's role markers carry while the variables render (per process), so a ``<|user|>`` in the
+variables (data rows, instructions, the proposer's own replies) stays text and cannot start a message."""
+_TURN = re.compile(rf"<\|{_SECRET}:(system|user|assistant)\|>")
+
+
+@cache
+def _conversation_source(name: str) -> str:
+    return _ROLE_MARK.sub(lambda m: f"<|{_SECRET}:{m[1]}|>", meta_prompt_source(name))
 
 
 def render_conversation(name: str, **variables: Any) -> tuple[Message, ...]:
-    """Render a meta-prompt into chat messages: a line ``<|user|>`` or ``<|assistant|>`` starts a message.
+    """Render a meta-prompt into chat messages: a ``<|user|>`` or ``<|assistant|>`` in the file starts a message.
 
     Text before the first marker is a user message; adjacent messages of one role are merged and runs
-    of blank lines collapsed, so ``{% if %}`` blocks can drop whole turns.
+    of blank lines collapsed, so ``{% if %}`` blocks can drop whole turns. Markers come from the file only:
+    they are swapped for a secret before the variables are rendered in.
     """
-    parts = _ROLE_MARK.split(render_meta_prompt(name, **variables))
+    source = _conversation_source(name)
+    parts = _TURN.split(render_string(source, variables, name=f"meta_prompts/{name}.jinja").strip())
     turns = [("user", parts[0]), *zip(parts[1::2], parts[2::2], strict=True)]
     out: list[Message] = []
     for role, raw in turns:
