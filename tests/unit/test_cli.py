@@ -62,7 +62,7 @@ def test_evaluate_fake_model_and_cache(tmp_path: Path) -> None:
     args = ["evaluate", "--task", str(task), "--model", "fake:echo", "--split", "dev", "--cache", str(cache), "-q"]
     code, out, _ = run(*args)
     assert code == 0
-    assert "1.000 [95% CI 1.000–1.000]" in out
+    assert "1.000 [95% CI 0.510–1.000]" in out  # Wilson: 4 of 4 right is not proof of 100%
     assert "model calls: 4 (0 cache hits)" in out
     code, out, _ = run(*args)
     assert code == 0
