@@ -217,6 +217,39 @@ def dspy_cell(task: Any, raw: dict[str, Any], seed: Any) -> dict[str, Any]:
     }
 
 
+def paired_lists(d: dict[str, Any]) -> tuple[list[float], list[float]]:
+    """0/1 score lists with the paired table of a stored comparison (n, means, who was better where)."""
+    n, only_a, only_b = d["n"], d["a_better"], d["b_better"]
+    both = round(d["mean_a"] * n) - only_a
+    neither = n - both - only_a - only_b
+    if min(both, neither) < 0 or abs(both + only_b - d["mean_b"] * n) > 1e-6:
+        raise ValueError(f"not a 0/1 paired table: {d}")
+    a = [1.0] * both + [1.0] * only_a + [0.0] * only_b + [0.0] * neither
+    b = [1.0] * both + [0.0] * only_a + [1.0] * only_b + [0.0] * neither
+    return a, b
+
+
+def restate_intervals(report: dict[str, Any]) -> int:
+    """Recompute the intervals of cells made before ``promptopt.stats`` used Wilson / Newcombe intervals for 0/1
+    scores (every task here is scored 0/1), from their stored counts; returns how many cells changed."""
+    from promptopt.stats import mean_ci, paired_comparison
+
+    changed = 0
+    for row in report["rows"].values():
+        for cell in row.values():
+            vs = cell.get("vs_seed")
+            if "test" not in cell or (vs is not None and "method" in vs) or "ci_method" in cell["test"]:
+                continue
+            for key in ("vs_seed", "dev_vs_seed"):
+                if cell.get(key) is not None:
+                    cell[key] = paired_comparison(*paired_lists(cell[key])).to_dict()
+            n = cell["test"].get("n") or (vs or {}).get("n")
+            scores = [1.0] * round(cell["test"]["mean"] * n) + [0.0] * (n - round(cell["test"]["mean"] * n))
+            cell["test"] = {**cell["test"], "n": n, "ci": list(mean_ci(scores)), "ci_method": "wilson"}
+            changed += 1
+    return changed
+
+
 def save_cell(task: str, method: str, cell: dict[str, Any]) -> None:
     """Merge one cell into fewshot.json under a file lock (several benchmark processes may share it)."""
     import fcntl
@@ -321,8 +354,10 @@ def table_markdown(report: dict[str, Any]) -> str:
         "Written by `benchmarks/bench_fewshot.py` from `fewshot.json` (each cell records its commit, command and "
         "load). SmolLM2-135M-Instruct as task model and proposer, fp32 CPU, budget 400 calls per optimizer run "
         "(test evaluation not counted), one fresh cache per run, seed 0, the same splits for every method. "
-        "Cell: test mean [95% CI]; Δ = paired difference vs the seed prompt on the same 100 test examples "
-        "(**bold** when its CI is above 0); calls = search calls (task model + proposer + training examples; "
+        "Cell: test mean [95% Wilson interval]; Δ = paired difference vs the seed prompt on the same 100 test "
+        "examples [95% Newcombe interval for paired 0/1 scores] (**bold** when it is above 0; `promptopt.stats`, "
+        "recomputed from the stored counts for cells made before it used these intervals); "
+        "calls = search calls (task model + proposer + training examples; "
         "DSPy: model calls during compile, counted at its engine). – = not run.",
         "",
         "| task | " + " | ".join(methods) + " |",
@@ -363,7 +398,12 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.report:
-        (RESULTS / "fewshot.md").write_text(table_markdown(json.loads((RESULTS / "fewshot.json").read_text())))
+        path = RESULTS / "fewshot.json"
+        report = json.loads(path.read_text())
+        if restated := restate_intervals(report):
+            report["restated"] = {**provenance(), "cells": restated, "what": "intervals recomputed from stored counts"}
+            path.write_text(json.dumps(report, indent=1) + "\n")
+        (RESULTS / "fewshot.md").write_text(table_markdown(report))
         placed = RESULTS / "fewshot_placement.json"
         if placed.is_file():
             (RESULTS / "fewshot_placement.md").write_text(placement_markdown(json.loads(placed.read_text())))
