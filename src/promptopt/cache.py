@@ -2,7 +2,12 @@
 
 The key is a SHA-256 of the model's name and the request's canonical JSON (messages, decoding
 parameters, sample index). API keys and endpoints are never part of it. Responses with an error are not
-cached, so a retry after an outage calls the model again. Safe across threads and processes (WAL mode).
+cached, so a retry after an outage calls the model again.
+
+Safe across threads and processes: WAL mode (readers never block the writer), a 30 s busy timeout for writers
+that meet another's write, and one transaction per :meth:`ResponseCache.put_many`, so a process killed mid-write
+leaves the cache as it was before that write. Commits are not fsynced (``synchronous=NORMAL``): a killed process
+loses nothing it committed; only a power loss or OS crash can drop the last commits (never corrupt the file).
 """
 
 from __future__ import annotations
@@ -15,6 +20,9 @@ import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+BUSY_TIMEOUT = 30.0
+"""Seconds a write waits for another process's write to finish."""
 
 
 def promptopt_home() -> Path:
@@ -39,9 +47,10 @@ class ResponseCache:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+        self._conn = sqlite3.connect(self.path, check_same_thread=False, timeout=BUSY_TIMEOUT)
         if self.path != ":memory:":
             self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         self._conn.commit()
 

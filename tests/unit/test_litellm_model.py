@@ -17,8 +17,8 @@ import pytest
 import promptopt.models
 from promptopt.exceptions import ConfigError
 from promptopt.models import GenerationRequest, Message, get_model
-from promptopt.models.litellm import LiteLLMModel
-from promptopt.testing.openai_server import OpenAIServer, echo_responder
+from promptopt.models.litellm import LiteLLMModel, _load_litellm, _retry_after
+from promptopt.testing.openai_server import FAULT_KINDS, FaultRates, OpenAIServer, echo_responder
 
 SRC = Path(promptopt.models.__file__).resolve().parents[2]
 # litellm is imported by LiteLLMModel itself (which first disables its network cost-map lookup)
@@ -55,12 +55,9 @@ def test_batch_comes_back_in_request_order() -> None:
 
 def test_concurrency_limit_is_respected() -> None:
     with OpenAIServer(latency=0.1) as srv:
-        start = time.monotonic()
         out = model_for(srv, max_concurrency=3).generate([req(f"q {i}") for i in range(12)])
-        elapsed = time.monotonic() - start
     assert all(c.error is None for c in out)
-    assert srv.max_in_flight == 3
-    assert elapsed >= 0.4  # 12 requests, 3 at a time, 0.1 s each
+    assert srv.max_in_flight == 3  # 12 requests, never more than 3 at the server at once
 
 
 @pytest.mark.parametrize("status", [429, 500])
@@ -93,14 +90,21 @@ def test_auth_errors_are_not_retried_and_hide_the_key() -> None:
     assert len(srv.requests) == 1
 
 
-def test_timeout_gives_an_error_in_bounded_time() -> None:
+def test_timeout_is_passed_through_and_ends_each_attempt(monkeypatch: pytest.MonkeyPatch) -> None:
+    litellm = _load_litellm()
+    timeouts: list[float] = []
+    acompletion = litellm.acompletion
+
+    async def spy(**kwargs: object) -> object:
+        timeouts.append(kwargs["timeout"])  # type: ignore[arg-type]
+        return await acompletion(**kwargs)
+
+    monkeypatch.setattr(litellm, "acompletion", spy)
     with OpenAIServer(hang=True) as srv:
-        start = time.monotonic()
         (out,) = model_for(srv, timeout=0.3, max_retries=1).generate([req("hello")])
-        elapsed = time.monotonic() - start
+        abandoned = [r.status for r in srv.requests]  # the server never answered either attempt
     assert out.error is not None and out.error.startswith("Timeout (status 408) after 2 attempts")
-    assert len(srv.requests) == 2
-    assert elapsed < 3.0
+    assert timeouts == [0.3, 0.3] and abandoned == [None, None]
 
 
 def test_connection_refused_is_an_error() -> None:
@@ -111,6 +115,65 @@ def test_connection_refused_is_an_error() -> None:
                       backoff=0.01, timeout=2.0)  # fmt: skip
     (out,) = model.generate([req("hello")])
     assert out.error is not None and "after 2 attempts" in out.error
+
+
+@pytest.mark.parametrize("kind", FAULT_KINDS)
+def test_every_injected_fault_is_retried_then_reported_on_one_line(kind: str) -> None:
+    with OpenAIServer(fault_rates=FaultRates(**{kind: 1.0}, retry_after=0.01)) as srv:  # type: ignore[arg-type]
+        (out,) = model_for(srv, timeout=0.3, max_retries=1).generate([req("hello")])
+        faults = [r.fault for r in srv.requests]
+    assert out.error is not None and "\n" not in out.error and "after 2 attempts" in out.error
+    assert faults == [kind, kind]
+
+
+def test_faults_at_set_rates_are_recovered_or_counted_per_request() -> None:
+    rates = FaultRates(rate_limit=0.1, server_error=0.1, malformed=0.1, truncated=0.1, reset=0.1, retry_after=0.01)
+    with OpenAIServer(fault_rates=rates) as srv:
+        out = model_for(srv, max_retries=2).generate([req(f"question {i}") for i in range(60)])
+        log = list(srv.requests)
+    attempts = {
+        f"question {i}": [r for r in log if r.body["messages"][-1]["content"] == f"question {i}"] for i in range(60)
+    }
+    for i, completion in enumerate(out):
+        tries = attempts[f"question {i}"]
+        assert 1 <= len(tries) <= 3  # bounded: the first attempt and at most 2 retries
+        assert (completion.error is None) == tries[-1].answered  # failed exactly when no attempt was answered
+        assert all(not r.answered for r in tries[:-1])  # no retry after an answer
+    assert 0 < sum(c.error is not None for c in out) < 60 and sum(len(t) for t in attempts.values()) == len(log)
+
+
+def test_fault_draws_depend_on_the_request_and_its_attempt_only() -> None:
+    rates = FaultRates(server_error=0.3, reset=0.3, seed=3)
+    draws = [rates.draw(f"key {i}", attempt) for i in range(400) for attempt in range(2)]
+    assert draws == [rates.draw(f"key {i}", attempt) for i in range(400) for attempt in range(2)]
+    assert abs(draws.count("server_error") / 800 - 0.3) < 0.06 and abs(draws.count(None) / 800 - 0.4) < 0.06
+    with pytest.raises(ValueError, match="sum to at most 1"):
+        FaultRates(server_error=0.7, reset=0.5)
+
+
+class RateLimited(Exception):
+    def __init__(self, headers: dict[str, str]) -> None:
+        self.status_code, self.litellm_response_headers = 429, headers
+
+
+def test_retry_waits_at_least_what_retry_after_asks() -> None:
+    assert _retry_after(RateLimited({"retry-after-ms": "2500", "retry-after": "3"})) == 2.5
+    assert _retry_after(RateLimited({"retry-after": "4"})) == 4.0
+    assert _retry_after(RateLimited({"retry-after": "Wed, 21 Oct 2026 07:28:00 GMT"})) == 0.0  # a date: our backoff
+    assert _retry_after(ValueError("no headers")) == 0.0
+    model = LiteLLMModel("openai/x", api_key="k", backoff=0.01)
+    assert model._retry_delay(0, RateLimited({"retry-after": "2"})) == 2.0
+    assert model._retry_delay(0, RateLimited({"retry-after": "3600"})) == 60.0  # capped at a minute
+    assert 0.005 <= model._retry_delay(0, ValueError()) <= 0.01  # no Retry-After: jittered backoff
+
+
+def test_each_answer_is_reported_as_it_arrives() -> None:
+    with OpenAIServer() as srv:
+        model = model_for(srv)
+        seen: list[tuple[int, str]] = []
+        out = model.generate([req(f"q {i}") for i in range(10)], on_result=lambda i, c: seen.append((i, c.text)))
+    assert model.capabilities.streams_results
+    assert sorted(seen) == [(i, f"q {i}") for i in range(10)] and [c.text for c in out] == [t for _, t in sorted(seen)]
 
 
 def test_usage_cost_and_parameters() -> None:
@@ -244,16 +307,18 @@ def test_token_bucket_paces_to_its_rate() -> None:
     assert clock.now == pytest.approx(start)
 
 
-def test_rpm_limit_is_shared_by_instances_of_one_model() -> None:
+def test_rpm_limit_is_shared_by_instances_of_one_model(monkeypatch: pytest.MonkeyPatch) -> None:
     with OpenAIServer() as srv:
-        a = model_for(srv, spec="litellm:openai/rate-limited-model", rpm=600)  # 10 per second, 10 at once
-        b = model_for(srv, spec="litellm:openai/rate-limited-model", rpm=600)
+        a = model_for(srv, spec="litellm:openai/rate-limited-model", rpm=480)  # 8 per second, 8 at once
+        b = model_for(srv, spec="litellm:openai/rate-limited-model", rpm=480)
         assert a._rpm is b._rpm and a._rpm is not None
-        start = time.monotonic()
+        clock = FakeClock()  # the shared bucket waits in simulated time
+        monkeypatch.setattr(a._rpm, "_clock", clock)
+        monkeypatch.setattr(a._rpm, "_sleep", clock.sleep)
+        a._rpm._stamp = clock()
         out = a.generate([req(f"q {i}") for i in range(15)]) + b.generate([req(f"r {i}") for i in range(15)])
-        elapsed = time.monotonic() - start
     assert all(c.error is None for c in out)
-    assert elapsed >= 1.5  # 30 requests: 10 at once, then 20 more at 10 per second (lower bound only)
+    assert clock.now == 2.75  # 30 requests: 8 at once, then 22 more at 8 per second (exact in binary)
 
 
 def test_tpm_limit_corrects_its_estimate_with_reported_usage(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -102,6 +102,8 @@ class Capabilities:
     """Exact continuation log-likelihoods (label scoring)."""
     trainable: bool = False
     """In-process weights that gradient methods (soft prompts) can use."""
+    streams_results: bool = False
+    """``generate(requests, on_result=callback)`` reports each answer as it arrives, before the batch is done."""
     max_context: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -2,8 +2,10 @@
 
 Batches run concurrently on one background asyncio loop shared by all instances (so ``generate`` also
 works when the caller already runs an event loop, e.g. in Jupyter, and litellm's clients are reused).
-Rate limits, server errors, timeouts and connection errors are retried with exponential backoff and
-jitter; a request that still fails comes back as a :class:`Completion` with ``error`` set.
+Rate limits, server errors, timeouts, connection errors and malformed answers are retried with exponential
+backoff and jitter (waiting at least what a 429's ``Retry-After`` asks, up to a minute), at most ``max_retries``
+times; a request that still fails comes back as a :class:`Completion` with ``error`` set. ``generate`` can report
+each answer the moment it arrives (``on_result``), so a caller can cache it before the rest of the batch is done.
 
 ``rpm`` / ``tpm`` pace requests with token buckets shared by every instance for the same model and
 endpoint (so two clients of one model cannot together exceed its limit): each bucket holds one second's
@@ -143,6 +145,17 @@ def _status(exc: BaseException) -> int | None:
     return status if isinstance(status, int) else None
 
 
+def _retry_after(exc: BaseException) -> float:
+    """Seconds a rate-limited answer asked to wait (``retry-after-ms`` or ``Retry-After``), 0.0 if none."""
+    headers = getattr(exc, "litellm_response_headers", None) or getattr(getattr(exc, "response", None), "headers", {})
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        try:
+            return max(0.0, float(headers.get(name)) * scale)
+        except (TypeError, ValueError):  # absent, or an HTTP date: fall back to our backoff
+            continue
+    return 0.0
+
+
 def _retryable(exc: BaseException) -> bool:
     """Rate limits, 5xx, timeouts and connection errors; not auth or bad-request errors."""
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError, ConnectionError)):
@@ -255,13 +268,19 @@ class LiteLLMModel:
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(score=False, max_context=self._max_context)
+        return Capabilities(score=False, max_context=self._max_context, streams_results=True)
 
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
-        """Complete every request concurrently; the results are in request order."""
+    def generate(
+        self, requests: Sequence[GenerationRequest], *, on_result: Callable[[int, Completion], None] | None = None
+    ) -> list[Completion]:
+        """Complete every request concurrently; the results are in request order.
+
+        ``on_result(index, completion)`` is called as each request finishes (on the backend's event-loop thread,
+        one call at a time), before the batch is done.
+        """
         if not requests:
             return []
-        future = asyncio.run_coroutine_threadsafe(self._generate_all(requests), _background_loop())
+        future = asyncio.run_coroutine_threadsafe(self._generate_all(requests, on_result), _background_loop())
         try:
             return future.result()
         except BaseException:  # e.g. KeyboardInterrupt: stop the batch instead of leaving it running
@@ -274,9 +293,18 @@ class LiteLLMModel:
             "a given reply. Use a generation-based metric, or an in-process model (smollm2, hf:...)."
         )
 
-    async def _generate_all(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
+    async def _generate_all(
+        self, requests: Sequence[GenerationRequest], on_result: Callable[[int, Completion], None] | None
+    ) -> list[Completion]:
         semaphore = asyncio.Semaphore(self._max_concurrency)
-        return list(await asyncio.gather(*(self._generate_one(r, semaphore) for r in requests)))
+
+        async def one(index: int, request: GenerationRequest) -> Completion:
+            completion = await self._generate_one(request, semaphore)
+            if on_result is not None:
+                on_result(index, completion)
+            return completion
+
+        return list(await asyncio.gather(*(one(i, r) for i, r in enumerate(requests))))
 
     async def _generate_one(self, request: GenerationRequest, semaphore: asyncio.Semaphore) -> Completion:
         kwargs = self._call_kwargs(request)
@@ -291,14 +319,19 @@ class LiteLLMModel:
             except Exception as exc:
                 if attempt >= self._max_retries or not _retryable(exc):
                     return Completion(error=self._describe(exc, attempt + 1))
-                delay = min(self._backoff * 2**attempt, _MAX_DELAY)
-                await asyncio.sleep(self._random.uniform(delay / 2, delay))  # semaphore released meanwhile
+                await asyncio.sleep(self._retry_delay(attempt, exc))  # semaphore released meanwhile
                 attempt += 1
                 continue
             completion = self._completion(response, request)
             if self._tpm is not None and completion.prompt_tokens + completion.completion_tokens:
                 self._tpm.adjust(estimate - completion.prompt_tokens - completion.completion_tokens)
             return completion
+
+    def _retry_delay(self, attempt: int, exc: BaseException) -> float:
+        """Seconds before retry ``attempt + 1``: exponential backoff with jitter, at least what the provider's
+        Retry-After asks (both capped at a minute)."""
+        delay = min(self._backoff * 2**attempt, _MAX_DELAY)
+        return max(self._random.uniform(delay / 2, delay), min(_retry_after(exc), _MAX_DELAY))
 
     async def _pace(self, tokens: int) -> None:
         """Wait for the request and token rate limits (every attempt counts against them)."""

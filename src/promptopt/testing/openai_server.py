@@ -5,7 +5,9 @@ It speaks just enough of the API for OpenAI clients (and litellm's ``openai/`` p
 Python callable ``responder(messages, params) -> str``; ``stop`` and ``max_tokens`` are applied to its
 output and ``usage`` counts white-space tokens. Faults can be injected to exercise clients: the first
 ``fail_first`` requests answer ``fail_status``, ``fault`` can fail chosen requests, ``latency`` delays
-every answer and ``hang`` never answers (until the server stops). Every request is logged.
+every answer, ``hang`` never answers (until the server stops) and ``fault_rates`` (:class:`FaultRates`)
+injects 429s with Retry-After, 500s, answers slower than the client's timeout, malformed JSON, truncated
+bodies and connection resets at set rates. Every request is logged with the fault it got.
 
 >>> with OpenAIServer(lambda messages, params: "Paris") as srv:  # doctest: +SKIP
 ...     client = openai.OpenAI(base_url=srv.base_url + "/v1", api_key="sk-test")
@@ -17,12 +19,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
+import math
+import random
 import re
+import socket
+import struct
+import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -64,15 +72,82 @@ def apply_limits(text: str, stop: str | list[str] | None, max_tokens: int | None
     return text, "stop"
 
 
+FAULT_KINDS = ("rate_limit", "server_error", "timeout", "malformed", "truncated", "reset")
+"""What :class:`FaultRates` can inject, in the order the draw tries them."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class FaultRates:
+    """Probabilities of injected faults (their sum is at most 1; the rest is answered normally).
+
+    ``rate_limit``: 429 with ``Retry-After`` (and ``retry-after-ms``) of ``retry_after`` seconds;
+    ``server_error``: 500; ``timeout``: the answer comes after ``slow`` seconds (set it above the client's
+    timeout); ``malformed``: 200 whose body is not JSON; ``truncated``: 200 whose body stops short of its
+    Content-Length; ``reset``: the connection is reset without an answer. The draw depends only on the request
+    body, how many times that body was sent before and ``seed``, so a rerun meets the same faults whatever the
+    order requests arrive in.
+    """
+
+    rate_limit: float = 0.0
+    server_error: float = 0.0
+    timeout: float = 0.0
+    malformed: float = 0.0
+    truncated: float = 0.0
+    reset: float = 0.0
+    retry_after: float = 0.05
+    slow: float = 5.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        rates = [getattr(self, kind) for kind in FAULT_KINDS]
+        if min(rates) < 0 or sum(rates) > 1:
+            raise ValueError(f"fault rates must be >= 0 and sum to at most 1, got {rates}")
+
+    def draw(self, key: str, attempt: int) -> str | None:
+        """The fault (one of :data:`FAULT_KINDS`) for attempt ``attempt`` (from 0) of the request ``key``, or None."""
+        u = random.Random(f"{self.seed}:{key}:{attempt}").random()
+        for kind in FAULT_KINDS:
+            u -= getattr(self, kind)
+            if u < 0:
+                return kind
+        return None
+
+
 @dataclass
 class LoggedRequest:
-    """One request as the server saw it; ``status`` (None: never answered) and ``ended`` are set when done."""
+    """One request as the server saw it; ``status`` (None: never answered) and ``ended`` are set when done.
+
+    ``key`` identifies the request body (repeats of one request share it), ``fault`` is what was injected (a
+    :data:`FAULT_KINDS` name, ``"status"`` for ``fail_first`` / ``fault``, or None).
+    """
 
     path: str
     body: dict[str, Any]
     started: float
+    key: str = ""
     status: int | None = None
     ended: float | None = None
+    fault: str | None = None
+
+    @property
+    def answered(self) -> bool:
+        """A complete, well-formed 200 answer was sent."""
+        return self.status == 200 and self.fault is None
+
+
+@dataclass
+class _Reply:
+    """What the handler sends: ``fault`` (malformed, truncated, reset) changes how the payload goes out."""
+
+    status: int
+    payload: dict[str, Any]
+    fault: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def body_key(body: dict[str, Any]) -> str:
+    """A short hash of a request body (canonical JSON)."""
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
 class OpenAIServer:
@@ -94,6 +169,7 @@ class OpenAIServer:
         fail_status: int = 429,
         fault: Fault | None = None,
         hang: bool = False,
+        fault_rates: FaultRates | None = None,
         api_key: str | None = None,
         verbose: bool = False,
     ) -> None:
@@ -103,14 +179,16 @@ class OpenAIServer:
         self.fail_status = fail_status
         self.fault = fault
         self.hang = hang
+        self.fault_rates = fault_rates
         self.api_key = api_key
         self.verbose = verbose
         self.requests: list[LoggedRequest] = []
         self.in_flight = 0
         self.max_in_flight = 0
+        self._seen: dict[str, int] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._httpd = ThreadingHTTPServer((host, port), _make_handler(self))
+        self._httpd = _HTTPServer((host, port), _make_handler(self))
         self._thread: threading.Thread | None = None
 
     @property
@@ -152,58 +230,76 @@ class OpenAIServer:
             self._stopping.set()
             self._httpd.server_close()
 
-    def _begin(self, entry: LoggedRequest) -> int:
+    def attempts(self) -> dict[str, int]:
+        """How many times each request body (:func:`body_key`) was sent."""
+        with self._lock:
+            return dict(self._seen)
+
+    def _begin(self, entry: LoggedRequest) -> tuple[int, int]:
+        """Log ``entry``; its number (from 1) and how many times its body was sent before."""
         with self._lock:
             self.requests.append(entry)
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
-            return len(self.requests)
+            attempt = self._seen.get(entry.key, 0)
+            self._seen[entry.key] = attempt + 1
+            return len(self.requests), attempt
 
-    def _end(self, entry: LoggedRequest, status: int | None) -> None:
+    def _end(self, entry: LoggedRequest, reply: _Reply | None) -> None:
         with self._lock:
             self.in_flight -= 1
-            entry.status, entry.ended = status, time.monotonic()
+            entry.ended = time.monotonic()
+            if reply is not None:
+                entry.status = None if reply.fault == "reset" else reply.status
+                entry.fault = reply.fault
 
-    def _answer(self, path: str, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
-        """Status and JSON body for one chat-completions request (logged, counted in flight)."""
-        entry = LoggedRequest(path=path, body=body, started=time.monotonic())
-        number = self._begin(entry)
-        status: int | None = None
+    def _answer(self, path: str, body: dict[str, Any], headers: dict[str, str]) -> _Reply:
+        """The reply to one chat-completions request (logged, counted in flight)."""
+        entry = LoggedRequest(path=path, body=body, started=time.monotonic(), key=body_key(body))
+        number, attempt = self._begin(entry)
+        entry.fault = self.fault_rates.draw(entry.key, attempt) if self.fault_rates is not None else None
+        reply: _Reply | None = None
         try:
-            status, payload = self._respond(number, body, headers)
-            return status, payload
+            reply = self._respond(number, entry.fault, body, headers)
+            return reply
         finally:
-            self._end(entry, None if self._stopping.is_set() else status)
+            self._end(entry, None if self._stopping.is_set() else reply)
 
-    def _respond(self, number: int, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    def _respond(self, number: int, injected: str | None, body: dict[str, Any], headers: dict[str, str]) -> _Reply:
         if self.api_key is not None and headers.get("authorization") != f"Bearer {self.api_key}":
-            return 401, _error(401, "Incorrect API key provided.")
+            return _Reply(401, _error(401, "Incorrect API key provided."))
         messages = body.get("messages")
         if not isinstance(messages, list):
-            return 400, _error(400, "'messages' must be a list")
+            return _Reply(400, _error(400, "'messages' must be a list"))
         if body.get("stream"):
-            return 400, _error(400, "this test server does not support streaming")
+            return _Reply(400, _error(400, "this test server does not support streaming"))
         if self.hang:
             self._stopping.wait()
-        elif self.latency > 0:
-            self._stopping.wait(self.latency)
+        elif self.latency > 0 or injected == "timeout":
+            self._stopping.wait(self.fault_rates.slow if injected == "timeout" and self.fault_rates else self.latency)
         if self._stopping.is_set():
-            return 503, _error(503, "server stopped")
+            return _Reply(503, _error(503, "server stopped"))
         params = {k: v for k, v in body.items() if k != "messages"}
         failure = self.fail_status if number <= self.fail_first else None
         if failure is None and self.fault is not None:
             failure = self.fault(messages, params)
         if failure is not None:
-            return failure, _error(failure, f"injected failure of request {number}")
+            return _Reply(failure, _error(failure, f"injected failure of request {number}"), fault="status")
+        if injected == "rate_limit" and self.fault_rates is not None:
+            wait = self.fault_rates.retry_after
+            retry = {"Retry-After": str(math.ceil(wait)), "retry-after-ms": str(round(wait * 1000))}
+            return _Reply(429, _error(429, f"injected rate limit on request {number}"), injected, retry)
+        if injected == "server_error":
+            return _Reply(500, _error(500, f"injected server error on request {number}"), injected)
         try:
             raw = self.responder(messages, params)
         except Exception as exc:
-            return 500, _error(500, f"responder failed: {type(exc).__name__}: {exc}")
+            return _Reply(500, _error(500, f"responder failed: {type(exc).__name__}: {exc}"))
         max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
         text, finish = apply_limits(raw, body.get("stop"), max_tokens)
         prompt_tokens = sum(count_tokens(_content(m)) for m in messages)
         completion_tokens = count_tokens(text)
-        return 200, {
+        payload = {
             "id": f"chatcmpl-{number}",
             "object": "chat.completion",
             "created": int(time.time()),
@@ -215,6 +311,7 @@ class OpenAIServer:
                 "total_tokens": prompt_tokens + completion_tokens,
             },
         }
+        return _Reply(200, payload, injected)  # 'timeout' answers (late); malformed/truncated/reset change the send
 
 
 def _content(message: dict[str, Any]) -> str:
@@ -227,6 +324,13 @@ def _content(message: dict[str, Any]) -> str:
 def _error(status: int, message: str) -> dict[str, Any]:
     kind = _ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
     return {"error": {"message": message, "type": kind, "param": None, "code": str(status)}}
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away (killed, timed out, reset) is no server error: no traceback for it."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
@@ -248,24 +352,44 @@ def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
                 self._send(400, _error(400, "request body must be a JSON object"))
                 return
             headers = {k.lower(): v for k, v in self.headers.items()}
-            status, payload = server._answer(path, body, headers)
+            reply = server._answer(path, body, headers)
             if server._stopping.is_set():
                 self.close_connection = True
                 return
-            self._send(status, payload)
+            if reply.fault == "reset":  # close with SO_LINGER 0: the client gets a TCP reset, no answer
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.connection.close()
+                self.close_connection = True
+                return
+            self._send(reply.status, reply.payload, fault=reply.fault, headers=reply.headers)
 
         def do_GET(self) -> None:
             self._send(404, _error(404, f"unknown path {self.path!r}; POST to {CHAT_PATHS[0]}"))
 
-        def _send(self, status: int, payload: dict[str, Any]) -> None:
+        def _send(
+            self,
+            status: int,
+            payload: dict[str, Any],
+            *,
+            fault: str | None = None,
+            headers: dict[str, str] | None = None,
+        ) -> None:
             data = json.dumps(payload).encode()
+            length = len(data)
+            if fault in ("malformed", "truncated"):  # malformed: a complete message that is not JSON
+                data = data[: len(data) // 2]
+                length = length if fault == "truncated" else len(data)
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Content-Length", str(length))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.end_headers()
             try:
                 self.wfile.write(data)
             except (BrokenPipeError, ConnectionResetError):  # the client gave up (e.g. a timeout)
+                self.close_connection = True
+            if fault == "truncated":  # close before the promised length: the body stops short
                 self.close_connection = True
 
         def log_message(self, format: str, *args: Any) -> None:
