@@ -3,6 +3,7 @@ round trip, export, budget accounting and resume."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from pathlib import Path
@@ -328,3 +329,13 @@ def test_auto_reserves_the_soft_prompt_share_before_the_demonstrations(base: HFM
     assert result.usage["by_role"]["train"]["calls"] >= 2 * 8 * 8  # its two checkpoints were trained
     roles = result.usage["by_role"]
     assert roles["task"]["calls"] + roles["train"]["calls"] <= 400  # the test evaluation ("report") aside
+
+
+def test_a_soft_prompt_under_demos_does_not_train_on_the_demos_themselves() -> None:
+    from promptopt.optimizers.soft_prompt import training_examples
+
+    task = make()
+    train = list(task.train)
+    shown = dataclasses.replace(task.seed_prompt(), demos=tuple(train[:3]))
+    assert training_examples(shown, train) == train[3:]
+    assert training_examples(dataclasses.replace(shown, demos=tuple(train)), train) == train  # nothing else left

@@ -53,6 +53,7 @@ from promptopt.optimizers.base import (
 )
 
 if TYPE_CHECKING:
+    from promptopt.data import Example
     from promptopt.history import TrialRecord
     from promptopt.task import Task
 
@@ -232,6 +233,13 @@ class SoftPromptOptimizer(Optimizer):
         logger.info("task prompt vector of %s stored in %s", self.ctx.task.name, self._store().put(vector))
 
 
+def training_examples(prompt: Prompt, train: Sequence[Example]) -> list[Example]:
+    """The train examples a soft prompt under ``prompt`` learns from: those it does not show as demos (their
+    answer would be in the context), unless it shows them all."""
+    shown = {d.id for d in prompt.demos}
+    return [ex for ex in train if ex.id not in shown] or list(train)
+
+
 class _Trainer:
     """The training loop's state: soft prompt parameter, AdamW, schedule, data position; saved every step."""
 
@@ -245,7 +253,7 @@ class _Trainer:
         self.owner = owner
         c = self.config = owner.config
         task = owner.ctx.task
-        self.examples = [(seed.render(ex), ex.answer) for ex in task.train]
+        self.examples = [(seed.render(ex), ex.answer) for ex in training_examples(seed, task.train)]
         self.eos = not task.is_classification
         self.dev_cost = len(task.dev)
         self.seed = owner.ctx.seed
