@@ -79,9 +79,9 @@ _CPU_ROW_TOKENS = 4096
 and a packed row's attention grows with its square. Generation batches are not capped: decoding reads all
 weights once per step whatever the rows, so the more rows the better."""
 _PREFIX_ENTRIES = 4
+"""Prefix KV caches kept between calls (an evaluation's prefix is reused by every chunk of requests)."""
 _SHIELD = f"\ue000{secrets.token_hex(8)}\ue000"
 """Brackets a special token's place in a message while the chat template renders (a per-process secret)."""
-"""Prefix KV caches kept between calls (an evaluation's prefix is reused by every chunk of requests)."""
 
 
 @dataclass(frozen=True)
