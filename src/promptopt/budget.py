@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from promptopt.exceptions import BudgetExhausted, ConfigError
+from promptopt.exceptions import BudgetExhausted, ConfigError, TooManyErrors
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,6 +41,62 @@ class Budget:
     @property
     def unlimited(self) -> bool:
         return all(v is None for v in asdict(self).values())
+
+
+DEFAULT_MAX_ERRORS = 0.2
+"""Stop a run when more than 20% of its model calls failed (once 10 were made)."""
+MIN_CALLS_FOR_SHARE = 10
+"""Calls a run makes before a share of failed calls can stop it (one early failure is not an outage)."""
+
+
+@dataclass(frozen=True)
+class ErrorLimit:
+    """How many failed model calls (API errors after retries) a run tolerates before it stops.
+
+    ``share``: more than this fraction of the run's calls failed, checked once :data:`MIN_CALLS_FOR_SHARE` calls
+    were made; ``count``: more than this many calls failed; neither: no limit. Build one with :meth:`of`.
+    """
+
+    share: float | None = DEFAULT_MAX_ERRORS
+    count: int | None = None
+
+    @classmethod
+    def of(cls, value: ErrorLimit | float | int | str | None) -> ErrorLimit:
+        """``0.2`` or ``"20%"``: a share of the calls; ``5`` or ``"5"``: a count; ``None`` or ``"none"``: no limit."""
+        if isinstance(value, ErrorLimit):
+            return value
+        parsed = _parse_limit(value) if isinstance(value, str) else value
+        if parsed is None:
+            return cls(share=None)
+        if isinstance(parsed, float) and 0.0 <= parsed <= 1.0:
+            return cls(share=parsed)
+        if isinstance(parsed, int) and not isinstance(parsed, bool) and parsed >= 0:
+            return cls(share=None, count=parsed)
+        raise ConfigError(
+            f"expected a share of the calls like 20% (or 0.2), a count like 5, or none; got {value!r}.",
+            field="max_errors",
+        )
+
+    def exceeded(self, errors: int, calls: int) -> bool:
+        if self.count is not None:
+            return errors > self.count
+        return self.share is not None and calls >= MIN_CALLS_FOR_SHARE and errors > self.share * calls
+
+    def describe(self) -> str:
+        if self.count is not None:
+            return f"max_errors={self.count}"
+        return f"max_errors={self.share * 100:g}%" if self.share is not None else "no max_errors"
+
+
+def _parse_limit(text: str) -> float | int | str | None:
+    """``"20%"`` → 0.2, ``"0.2"`` → 0.2, ``"5"`` → 5, ``"none"`` → None; anything else comes back as is."""
+    t = text.strip().lower()
+    if t in ("none", "off"):
+        return None
+    try:
+        return float(t[:-1]) / 100 if t.endswith("%") else float(t) if "." in t else int(t)
+    except ValueError:
+        return text
 
 
 @dataclass
@@ -80,7 +136,8 @@ class BudgetTracker:
 
     Only roles in ``limited_roles`` count towards the limits; the final held-out evaluation (role
     ``report``) is accounted but never cut short. ``path`` persists usage after every batch so a resumed run
-    continues from the spent budget.
+    continues from the spent budget. ``max_errors`` stops the run (every role) when too many of the calls made
+    in this process failed (:meth:`count_failures`); a resumed run starts that count afresh.
     """
 
     budget: Budget = field(default_factory=Budget)
@@ -88,6 +145,9 @@ class BudgetTracker:
     limited_roles: frozenset[str] = frozenset({"task", "proposer", "train"})
     path: Path | None = None
     elapsed_before: float = 0.0
+    max_errors: ErrorLimit = field(default_factory=lambda: ErrorLimit(share=None))
+    _process_calls: int = field(default=0, repr=False)
+    _process_failures: int = field(default=0, repr=False)
     _started: float = field(default_factory=time.monotonic, repr=False)
     _requested: set[str] = field(default_factory=set, repr=False)
     _requested_uncached: int = field(default=0, repr=False)
@@ -163,6 +223,18 @@ class BudgetTracker:
         self.by_role.setdefault(role, Usage()).add(usage)
         self.save()
 
+    def count_failures(self, calls: int, failures: int, last_failure: str | None, *, model: str) -> None:
+        """Add a batch's calls and failed calls to this process's count; raise :class:`TooManyErrors` (naming
+        ``last_failure`` and ``model``) when the failures exceed :attr:`max_errors`."""
+        self._process_calls += calls
+        self._process_failures += failures
+        if failures and self.max_errors.exceeded(self._process_failures, self._process_calls):
+            raise TooManyErrors(
+                f"{self._process_failures} of {self._process_calls} model calls failed, more than "
+                f"{self.max_errors.describe()} allows; last error: {last_failure} [{model}]. Check the endpoint, "
+                "model name and credentials, or raise --max-errors."
+            )
+
     def fraction_used(self) -> float | None:
         """Share of the tightest limit spent, for progress bars (None when unlimited)."""
         b, u = self.budget, self.limited()
@@ -192,8 +264,15 @@ class BudgetTracker:
             tmp.replace(self.path)
 
     def restore(self, path: Path) -> None:
-        """Continue from usage saved by an interrupted run."""
-        d = json.loads(path.read_text())
-        self.by_role = {k: Usage.from_dict(v) for k, v in d.get("by_role", {}).items()}
-        self.elapsed_before = float(d.get("elapsed_seconds", 0.0))
+        """Continue from usage saved by an interrupted run (a damaged file is a :class:`ConfigError` naming it)."""
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+            self.by_role = {k: Usage.from_dict(v) for k, v in d.get("by_role", {}).items()}
+            self.elapsed_before = float(d.get("elapsed_seconds", 0.0))
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise ConfigError(
+                f"the run's saved usage is damaged ({exc}). Delete it to resume counting the budget from zero, "
+                "or start a new run.",
+                source=str(path),
+            ) from None
         self._started = time.monotonic()

@@ -15,10 +15,73 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from typer.core import TyperGroup
 
-from promptopt.exceptions import ConfigError, MissingDependencyError, PromptOptError, UnknownComponentError
+try:  # recent typer vendors click
+    from typer import _click as click
+except ImportError:  # pragma: no cover - typer < 0.20 uses click itself
+    import click  # type: ignore[no-redef]
+
+from promptopt.exceptions import (
+    ConfigError,
+    MissingDependencyError,
+    PromptOptError,
+    TooManyErrors,
+)
+
+out = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+OPTIONS = {
+    "budget.max_calls": "--budget-calls",
+    "budget.max_tokens": "--budget-tokens",
+    "budget.max_cost": "--budget-cost",
+    "budget.max_seconds": "--budget-seconds",
+    "batch_size": "--batch-size",
+    "cache": "--cache",
+    "limit": "--limit",
+    "max_errors": "--max-errors",
+    "mode": "--mode",
+    "model": "--model",
+    "n_formats": "--formats",
+    "proposer": "--proposer",
+    "run_dir": "--runs-dir",
+    "select": "--select",
+    "split": "--split",
+    "task": "--task",
+}
+"""API argument → the command-line option that sets it, so an error names what the user typed."""
+
+
+def _print_error(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+
+
+class _Commands(TyperGroup):
+    """The command group: a usage error (unknown option, bad option value) is one line and exit 2, like bad input."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.ClickException as exc:
+            if type(exc).__name__ != "NoArgsIsHelpError":  # that one has printed the help text already
+                ctx = getattr(exc, "ctx", None)
+                see = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+                _print_error(escape(exc.format_message()) + see)
+            sys.exit(EXIT_BAD_INPUT if isinstance(exc, click.exceptions.UsageError) else exc.exit_code)
+        except typer.Abort:
+            _print_error("aborted.")
+            sys.exit(EXIT_FAILED)
+        sys.exit(code if isinstance(code, int) else EXIT_OK)
+
 
 app = typer.Typer(
     name="promptopt",
@@ -26,6 +89,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=_Commands,
 )
 tasks_app = typer.Typer(help="Tasks shipped in tasks/ or found on PROMPTOPT_TASKS.", no_args_is_help=True)
 optimizers_app = typer.Typer(help="Optimizers and presets.", no_args_is_help=True)
@@ -34,15 +98,9 @@ app.add_typer(tasks_app, name="tasks")
 app.add_typer(optimizers_app, name="optimizers")
 app.add_typer(models_app, name="models")
 
-out = Console()
-err = Console(stderr=True)
-T = TypeVar("T")
-
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
-
 
 def _fail(code: int, message: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    _print_error(escape(message))
     return typer.Exit(code)
 
 
@@ -50,7 +108,11 @@ def guarded(fn: Callable[[], T]) -> T:
     """Run ``fn`` mapping errors to exit codes: bad input → 2, anything else → 1."""
     try:
         return fn()
-    except (ConfigError, UnknownComponentError, MissingDependencyError) as exc:
+    except ConfigError as exc:
+        option = OPTIONS.get(exc.field or "")
+        shown = exc if option is None else ConfigError(exc.message, source=exc.source, field=option)
+        raise _fail(EXIT_BAD_INPUT, str(shown)) from None
+    except MissingDependencyError as exc:
         raise _fail(EXIT_BAD_INPUT, str(exc)) from None
     except PromptOptError as exc:
         raise _fail(EXIT_FAILED, str(exc)) from None
@@ -63,16 +125,21 @@ def guarded(fn: Callable[[], T]) -> T:
         raise _fail(EXIT_FAILED, f"{type(exc).__name__}: {exc} (run with --verbose for the traceback)") from None
 
 
-def _parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``key=value`` pairs; values are parsed as YAML scalars (numbers, booleans, lists)."""
+def _parse_overrides(items: list[str], option: str) -> dict[str, Any]:
+    """``key=value`` pairs of ``option``; values are parsed as YAML (numbers, booleans, null, [lists])."""
     import yaml
 
     parsed: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"expected key=value, got {item!r}.", field="--set")
-        parsed[key.strip()] = yaml.safe_load(value)
+        if not sep or not key.strip():
+            raise ConfigError(f"expected key=value, got {item!r}.", field=option)
+        try:
+            parsed[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(
+                f"cannot parse the value in {item!r}; quote it or fix the brackets.", field=option
+            ) from None
     return parsed
 
 
@@ -115,16 +182,53 @@ def _progress(enabled: bool) -> Iterator[Callable[[Any], None] | None]:
         yield handler
 
 
-def _model_options(api_base: str | None, model_opts: list[str]) -> dict[str, Any]:
-    opts = _parse_overrides(model_opts)
+def _model(spec: str | None, api_base: str | None, model_opts: list[str], option: str = "--model") -> Any:
+    """``spec`` (given as ``option``) built with the backend options (--api-base, --model-opt), or the spec string
+    as is without any."""
+    options = _parse_overrides(model_opts, "--model-opt")
     if api_base:
-        opts["api_base"] = api_base
-    return opts
+        options["api_base"] = api_base
+    if spec is None or not options:
+        return spec
+    from promptopt.models import get_model
+
+    try:
+        return get_model(spec, **options)
+    except TypeError as exc:
+        raise ConfigError(f"model {spec!r} does not take these options ({exc}).", field="--model-opt") from None
+    except ConfigError as exc:
+        raise ConfigError(exc.message, source=exc.source, field=option if exc.field == "model" else exc.field) from None
 
 
-def _check_mode(mode: str) -> None:
-    if mode not in ("auto", "score", "generate"):
-        raise ConfigError(f"unknown mode {mode!r}; use auto, score or generate.", field="--mode")
+def _prompt(path: Path | None) -> Any:
+    """The prompt in ``path`` (--prompt), or None for the task's seed prompt."""
+    if path is None:
+        return None
+    from promptopt.candidate import Prompt
+
+    try:
+        return Prompt.load(path)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(
+            f"not a promptopt prompt ({type(exc).__name__}: {exc}); give an export directory, a run directory or "
+            "a prompt .json written by promptopt.",
+            source=str(path),
+        ) from None
+
+
+@contextmanager
+def _resume_hint(run_dir: Path) -> Iterator[None]:
+    """A run stopped by failed model calls says how to continue it."""
+    try:
+        yield
+    except TooManyErrors as exc:
+        raise TooManyErrors(f"{exc} Finished calls are cached: continue with --resume {run_dir}") from None
+
+
+MAX_ERRORS_HELP = (
+    "Stop (exit 1) when more model calls fail than this: a share like 20% (of at least 10 calls), a count like 5, "
+    "or none."
+)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -158,11 +262,15 @@ def optimize(
     budget_seconds: Annotated[float | None, typer.Option(help="Max wall time in seconds.")] = None,
     seed: Annotated[int, typer.Option(help="Run seed (same seed + same cache → same result).")] = 0,
     runs_dir: Annotated[Path, typer.Option(help="Where new run directories are created.")] = Path("runs"),
-    resume: Annotated[Path | None, typer.Option(help="Continue the run in this run directory.")] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(help="Continue the run in this run directory (give --api-base/--model-opt again if it had any)."),
+    ] = None,
     set_: Annotated[list[str], typer.Option("--set", help="Optimizer setting key=value (repeatable).")] = [],  # noqa: B006
     api_base: Annotated[str | None, typer.Option(help="API base URL for litellm models.")] = None,
     model_opt: Annotated[list[str], typer.Option(help="Backend option key=value (repeatable).")] = [],  # noqa: B006
     cache: Annotated[Path | None, typer.Option(help="Response cache file (default ~/.cache/promptopt).")] = None,
+    max_errors: Annotated[str, typer.Option(help=MAX_ERRORS_HELP)] = "20%",
     no_test: Annotated[bool, typer.Option("--no-test", help="Skip the held-out test evaluation.")] = False,
     select: Annotated[
         str,
@@ -180,20 +288,29 @@ def optimize(
     _setup_logging(verbose)
 
     def run() -> Any:
-        from promptopt.budget import Budget
-        from promptopt.models import get_model
+        from promptopt.budget import Budget, ErrorLimit
         from promptopt.presets import load_optimizer
-        from promptopt.runner import new_run_dir
+        from promptopt.runner import new_run_dir, read_run_config
         from promptopt.runner import optimize as run_optimize
         from promptopt.runner import resume as run_resume
 
         budget = Budget(
             max_calls=budget_calls, max_tokens=budget_tokens, max_cost=budget_cost, max_seconds=budget_seconds
         )
+        limit = ErrorLimit.of(max_errors)
         with _progress(not quiet and not json_out) as handler:
             callbacks = [handler] if handler else []
             if resume is not None:
-                return run_resume(resume, callbacks=callbacks, budget=None if budget.unlimited else budget)
+                saved = read_run_config(resume)
+                with _resume_hint(resume):
+                    return run_resume(
+                        resume,
+                        callbacks=callbacks,
+                        budget=None if budget.unlimited else budget,
+                        max_errors=limit,
+                        model=_model(saved["model"], api_base, model_opt),
+                        proposer=_model(saved["proposer"], api_base, model_opt, "--proposer"),
+                    )
             task_name = task or task_arg
             if not task_name:
                 raise ConfigError(
@@ -202,25 +319,26 @@ def optimize(
             from promptopt.taskfile import load_task
 
             task_obj = load_task(task_name)
-            opt = load_optimizer(optimizer, **_parse_overrides(set_))
-            options = _model_options(api_base, model_opt)
-            model_obj: Any = get_model(model, **options) if options else model
-            proposer_obj: Any = get_model(proposer, **options) if (proposer and options) else proposer
+            opt = load_optimizer(optimizer, **_parse_overrides(set_, "--set"))
+            model_obj = _model(model, api_base, model_opt)
+            proposer_obj = _model(proposer, api_base, model_opt, "--proposer")
             run_dir = new_run_dir(runs_dir, task_obj.name, optimizer)
-            return run_optimize(
-                task_obj.source if task_obj.source != "<python>" else task_obj,
-                opt,
-                model_obj,
-                proposer=proposer_obj,
-                budget=budget,
-                seed=seed,
-                run_dir=run_dir,
-                cache=cache if cache is not None else True,
-                callbacks=callbacks,
-                evaluate_test=not no_test,
-                batch_size=batch_size,
-                select=select,  # type: ignore[arg-type]
-            )
+            with _resume_hint(run_dir):
+                return run_optimize(
+                    task_obj.source if task_obj.source != "<python>" else task_obj,
+                    opt,
+                    model_obj,
+                    proposer=proposer_obj,
+                    budget=budget,
+                    seed=seed,
+                    run_dir=run_dir,
+                    cache=cache if cache is not None else True,
+                    callbacks=callbacks,
+                    evaluate_test=not no_test,
+                    batch_size=batch_size,
+                    select=select,  # type: ignore[arg-type]
+                    max_errors=limit,
+                )
 
     result = guarded(run)
     if json_out:
@@ -242,6 +360,7 @@ def evaluate(
     model_opt: Annotated[list[str], typer.Option(help="Backend option key=value (repeatable).")] = [],  # noqa: B006
     cache: Annotated[Path | None, typer.Option(help="Response cache file (default ~/.cache/promptopt).")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the response cache.")] = False,
+    max_errors: Annotated[str, typer.Option(help=MAX_ERRORS_HELP)] = "20%",
     batch_size: Annotated[int, typer.Option(help="Requests per model batch.")] = 32,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -252,15 +371,12 @@ def evaluate(
     def run() -> tuple[Any, Any]:
         from promptopt.budget import BudgetTracker
         from promptopt.callbacks import EvaluationProgress
-        from promptopt.candidate import Prompt
-        from promptopt.models import get_model
         from promptopt.runner import evaluate as run_evaluate
         from promptopt.taskfile import load_task
 
-        _check_mode(mode)
         task_obj = load_task(task)
-        candidate = Prompt.load(prompt) if prompt is not None else None
-        model_obj = get_model(model, **_model_options(api_base, model_opt))
+        candidate = _prompt(prompt)
+        model_obj = _model(model, api_base, model_opt)
         tracker = BudgetTracker()
         with _progress(not quiet and not json_out) as handler:
 
@@ -279,6 +395,7 @@ def evaluate(
                 mode=mode,  # type: ignore[arg-type]
                 tracker=tracker,
                 progress=tick,
+                max_errors=max_errors,
             )
         return result, tracker
 
@@ -316,20 +433,22 @@ def spread(
     mode: Annotated[str, typer.Option(help="auto, score (label log-likelihood) or generate.")] = "auto",
     cache: Annotated[Path | None, typer.Option(help="Response cache file (default ~/.cache/promptopt).")] = None,
     batch_size: Annotated[int, typer.Option(help="Requests per model batch.")] = 32,
+    max_errors: Annotated[str, typer.Option(help=MAX_ERRORS_HELP)] = "20%",
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """FormatSpread: score a prompt under N plausible formats (separators, casing, field names, spacing,
     option markers) and print the interval (min, median, max)."""
 
     def run() -> Any:
-        from promptopt.candidate import Prompt
+        from promptopt.budget import BudgetTracker, ErrorLimit
         from promptopt.formats import spread as run_spread
+        from promptopt.runner import check_mode
 
-        _check_mode(mode)
+        check_mode(mode)
         return run_spread(
             task,
             model,
-            Prompt.load(prompt) if prompt is not None else None,
+            _prompt(prompt),
             n_formats=formats,
             seed=seed,
             split=split,
@@ -337,6 +456,7 @@ def spread(
             cache=cache if cache is not None else True,
             batch_size=batch_size,
             mode=mode,  # type: ignore[arg-type]
+            tracker=BudgetTracker(max_errors=ErrorLimit.of(max_errors)),
         )
 
     result = guarded(run)

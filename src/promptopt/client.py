@@ -1,7 +1,7 @@
 """ModelClient: the one path to a model — cache first, then budget, then the backend.
 
-Every optimizer, the evaluator and the proposer go through a client, so caching and budget accounting
-are identical everywhere.
+Every optimizer, the evaluator and the proposer go through a client, so caching, budget accounting and the
+failed-call limit (``BudgetTracker.max_errors``) are identical everywhere.
 """
 
 from __future__ import annotations
@@ -13,10 +13,14 @@ from typing import Any, TypeVar
 
 from promptopt.budget import BudgetTracker, Usage
 from promptopt.cache import ResponseCache, request_key
-from promptopt.exceptions import BudgetExhausted
+from promptopt.exceptions import BudgetExhausted, ConfigError
 from promptopt.models.base import Completion, GenerationRequest, Model, ScoreRequest, Scores
 
 logger = logging.getLogger(__name__)
+
+TOO_LONG = ("the context holds", "ContextWindowExceededError", "maximum context length")
+"""How backends say a request does not fit the model's context (hf; litellm and OpenAI-style APIs). Such a failure
+is the prompt's (it fails the same way every time), not an outage: it does not count toward ``max_errors``."""
 
 R = TypeVar("R", Completion, Scores)
 
@@ -33,11 +37,17 @@ class ModelClient:
         role: str = "task",
         batch_size: int = 32,
     ) -> None:
+        if batch_size < 1:
+            raise ConfigError(f"must be >= 1, got {batch_size}.", field="batch_size")
         self.model = model
         self.cache = cache
         self.budget = budget
         self.role = role
         self.batch_size = batch_size
+
+    def describe_model(self) -> str:
+        """The model for error messages: its own repr where it has one (a remote model's shows the endpoint)."""
+        return repr(self.model) if type(self.model).__repr__ is not object.__repr__ else f"model {self.model.name}"
 
     def with_role(self, role: str) -> ModelClient:
         return ModelClient(self.model, cache=self.cache, budget=self.budget, role=role, batch_size=self.batch_size)
@@ -87,6 +97,7 @@ class ModelClient:
             responses = call([requests[i] for i in sent])
             usage = Usage(calls=len(sent))
             fresh: dict[str, dict[str, Any]] = {}
+            failures, last_failure = 0, None
             for i, resp in zip(sent, responses, strict=True):
                 out[i] = resp
                 usage.prompt_tokens += resp.prompt_tokens
@@ -94,6 +105,8 @@ class ModelClient:
                 usage.cost += resp.cost
                 if resp.error:
                     usage.errors += 1
+                    if not any(marker in resp.error for marker in TOO_LONG):
+                        failures, last_failure = failures + 1, resp.error
                     logger.debug("model error on request %d: %s", i, resp.error)
                 else:
                     d = dataclasses.asdict(resp)
@@ -101,7 +114,8 @@ class ModelClient:
                     fresh[keys[i]] = d
             if self.cache is not None:
                 self.cache.put_many(fresh)
-            self.budget.charge(self.role, usage)
+            self.budget.charge(self.role, usage)  # before the failure check: the answered calls are kept
+            self.budget.count_failures(len(sent), failures, last_failure, model=self.describe_model())
             if on_done:
                 on_done(len(sent))
             if len(sent) < len(chunk):

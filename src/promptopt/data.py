@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from promptopt.exceptions import DataError
+
 Target = str | tuple[str, ...]
 """A reference answer, or several acceptable answers (the metric takes the max over them)."""
 
@@ -53,13 +55,22 @@ class Example:
 def split_examples(
     examples: Sequence[Example], sizes: Mapping[str, int | None], *, seed: int
 ) -> dict[str, tuple[Example, ...]]:
-    """Shuffle with ``seed`` and cut consecutive splits of the given sizes (``None`` = the rest)."""
+    """Shuffle with ``seed`` and cut consecutive splits of the given sizes (``None`` = the rest).
+
+    A size larger than what is left is refused (:class:`DataError` naming ``data.splits.<name>``), never cut short.
+    """
     pool = list(examples)
     random.Random(seed).shuffle(pool)
     out: dict[str, tuple[Example, ...]] = {}
     start = 0
     for name, size in sizes.items():
-        end = len(pool) if size is None else min(len(pool), start + size)
+        left = len(pool) - start
+        if size is not None and size > left:
+            after = ", ".join(f"{k} {len(v)}" for k, v in out.items())
+            have = f"{left} of the {len(pool)} are left after {after}" if out else f"the data has {left}"
+            fix = f"lower it to at most {left} or to null (all that is left)" if left else "shrink the other splits"
+            raise DataError(f"asks for {size} examples but {have}: {fix} or add examples.", field=f"data.splits.{name}")
+        end = len(pool) if size is None else start + size
         out[name] = tuple(pool[start:end])
         start = end
     return out

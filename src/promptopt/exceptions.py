@@ -18,16 +18,17 @@ class ConfigError(PromptOptError, ValueError):
     """
 
     def __init__(self, message: str, *, source: str | None = None, field: str | None = None) -> None:
+        self.message = message
         self.source = source
         self.field = field
-        where = ""
-        if source and field:
-            where = f"{source}: field '{field}': "
-        elif source:
-            where = f"{source}: "
-        elif field:
-            where = f"field '{field}': "
+        where = f"{source}: " if source else ""
+        if field:  # a command-line option ("--cache") or a key of a file or config
+            where += f"option {field}: " if field.startswith("-") else f"field '{field}': "
         super().__init__(where + message)
+
+    def located(self, *, source: str | None, field: str | None = None) -> ConfigError:
+        """The same error naming the file (and field) it came from, unless it already names its own."""
+        return type(self)(self.message, source=self.source or source, field=self.field or field)
 
 
 class TemplateError(ConfigError):
@@ -65,9 +66,15 @@ class UnknownComponentError(ConfigError, KeyError):
         self.available = names
         self.hint = hint
 
-    def located(self, *, source: str | None, field: str | None) -> UnknownComponentError:
-        """The same error, naming the file and field it came from."""
-        return UnknownComponentError(self.kind, self.name, self.available, hint=self.hint, source=source, field=field)
+    def located(self, *, source: str | None, field: str | None = None) -> UnknownComponentError:
+        return UnknownComponentError(
+            self.kind,
+            self.name,
+            self.available,
+            hint=self.hint,
+            source=self.source or source,
+            field=self.field or field,
+        )
 
     def __str__(self) -> str:  # KeyError would quote the message
         return self.args[0]
@@ -83,6 +90,10 @@ class BackendError(PromptOptError):
     def __init__(self, message: str, *, retryable: bool = False) -> None:
         super().__init__(message)
         self.retryable = retryable
+
+
+class TooManyErrors(PromptOptError):
+    """More model calls failed than ``max_errors`` allows: an outage or a misconfigured endpoint, not a score."""
 
 
 class BudgetExhausted(PromptOptError):

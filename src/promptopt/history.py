@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,9 @@ from typing import Any, Literal
 
 from promptopt.candidate import Prompt
 from promptopt.evaluation import EvalResult
+from promptopt.exceptions import ConfigError
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,8 +73,15 @@ class History:
         self.path = path
         self.records: list[TrialRecord] = []
         self._on_disk = list(previous)
-        if path is not None and not self._on_disk:
-            path.write_text("")
+        if path is not None:  # exactly the previous records: a torn last line of a crash is gone
+            self._rewrite(self._on_disk)
+
+    def _rewrite(self, records: Sequence[TrialRecord]) -> None:
+        """Replace the file with ``records`` atomically (a crash leaves the old file or the new one)."""
+        assert self.path is not None
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+        tmp.replace(self.path)
 
     def append(self, record: TrialRecord) -> None:
         i = len(self.records)
@@ -81,7 +92,7 @@ class History:
             if self._on_disk[i].to_dict() == record.to_dict():
                 return  # replayed exactly: already on disk
             self._on_disk = []  # the replay diverged: the file becomes this run's records
-            self.path.write_text("".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in self.records))
+            self._rewrite(self.records)
             return
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(record.to_dict(), ensure_ascii=False) + "\n")
@@ -109,4 +120,22 @@ class History:
 
     @staticmethod
     def load(path: Path) -> list[TrialRecord]:
-        return [TrialRecord.from_dict(json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+        """The records in ``path``. A torn last line (a crash mid-write) is dropped with a warning; any other line
+        that is not a trial record is a :class:`ConfigError` naming the file and the line."""
+        damaged = "The run directory is damaged: restore the file or start a new run."
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"not UTF-8 text ({exc}). {damaged}", source=str(path)) from None
+        numbered = [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
+        records: list[TrialRecord] = []
+        for n, line in numbered:
+            try:
+                records.append(TrialRecord.from_dict(json.loads(line)))
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                if n == numbered[-1][0]:
+                    logger.warning("%s: dropped the unreadable last line %d (%s); that trial runs again", path, n, exc)
+                    break
+                detail = f"no key {exc}" if isinstance(exc, KeyError) else str(exc)
+                raise ConfigError(f"line {n} is not a trial record ({detail}). {damaged}", source=str(path)) from None
+        return records

@@ -12,6 +12,7 @@ import json
 import logging
 import platform
 import random
+import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -19,18 +20,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from promptopt.budget import Budget, BudgetTracker
+from promptopt.budget import DEFAULT_MAX_ERRORS, Budget, BudgetTracker, ErrorLimit
 from promptopt.cache import ResponseCache, default_cache_path
 from promptopt.callbacks import Callback, EvaluationProgress, Event, RunFinished, RunStarted, TrialFinished
 from promptopt.candidate import Prompt
 from promptopt.client import ModelClient
 from promptopt.evaluation import EvalResult, Evaluator, Mode, compare
-from promptopt.exceptions import BudgetExhausted, ConfigError, TemplateError
+from promptopt.exceptions import BudgetExhausted, ConfigError, TemplateError, TooManyErrors
 from promptopt.history import History, TrialRecord
 from promptopt.models import Model, get_model
 from promptopt.optimizers.base import EvalRequest, Optimizer, RunContext, RunState
 from promptopt.optimizers.planning import refuse_small_budget
-from promptopt.presets import load_optimizer
+from promptopt.presets import build_optimizer, load_optimizer
 from promptopt.result import OptimizationResult
 from promptopt.task import Task
 from promptopt.taskfile import load_task
@@ -38,19 +39,86 @@ from promptopt.taskfile import load_task
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
+RESUME_KEYS = (
+    "task",
+    "optimizer",
+    "optimizer_config",
+    "model",
+    "proposer",
+    "budget",
+    "seed",
+    "cache",
+    "evaluate_test",
+    "batch_size",
+    "mode",
+)
+"""The settings in a run's config.json that :func:`resume` needs."""
 Selection = Literal["best", "significant"]
 SELECTIONS: tuple[str, ...] = get_args(Selection)
+MODES: tuple[str, ...] = get_args(Mode)
+MaxErrors = ErrorLimit | float | int | str | None
 
 
 def open_cache(cache: ResponseCache | str | Path | bool) -> ResponseCache | None:
-    """``True`` → the default cache file, ``False`` → none, a path → that file, or a cache as is."""
+    """``True`` → the default cache file, ``False`` → none, a path → that file, or a cache as is.
+
+    A path that cannot hold the cache (a directory, an unwritable place, a file that is not SQLite) is a
+    :class:`ConfigError` naming it.
+    """
     if isinstance(cache, ResponseCache):
         return cache
-    if cache is True:
-        return ResponseCache(default_cache_path())
     if cache is False:
         return None
-    return ResponseCache(cache)
+    path = default_cache_path() if cache is True else Path(cache)
+    where = " (the default cache; set PROMPTOPT_HOME or pass a cache path)" if cache is True else ""
+    if path.is_dir():
+        raise ConfigError(
+            f"{path} is a directory{where}; give the cache a file path, e.g. {path / 'responses.sqlite'}.",
+            field="cache",
+        )
+    try:
+        return ResponseCache(path)
+    except (OSError, sqlite3.Error) as exc:
+        raise ConfigError(
+            f"cannot use {path} as the response cache ({exc}){where}; give a writable path to a new or existing "
+            "promptopt cache file.",
+            field="cache",
+        ) from None
+
+
+def check_mode(mode: str, task: Task | None = None) -> None:
+    """Refuse an unknown evaluation mode, or label scoring for a ``task`` without labels."""
+    if mode not in MODES:
+        raise ConfigError(f"unknown mode {mode!r}; use {', '.join(MODES)}.", field="mode")
+    if mode == "score" and task is not None and task.labels is None:
+        raise ConfigError(
+            f"task '{task.name}' has no labels, and label scoring needs them; use mode generate or auto, or give "
+            "the task 'labels'.",
+            field="mode",
+        )
+
+
+def read_run_config(run_dir: Path) -> dict[str, Any]:
+    """A run directory's saved settings; a missing, damaged or incomplete config.json is a ConfigError naming it."""
+    cfg_file = run_dir / CONFIG_FILE
+    if not cfg_file.is_file():
+        raise ConfigError(
+            f"cannot resume: no {CONFIG_FILE} here; give a run directory made by promptopt optimize.",
+            source=str(run_dir),
+        )
+    damaged = "The run directory is damaged: restore the file or start a new run."
+    try:
+        cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"not valid JSON ({exc.msg}, line {exc.lineno}). {damaged}", source=str(cfg_file)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read it ({exc}). {damaged}", source=str(cfg_file)) from None
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"not a JSON object of run settings. {damaged}", source=str(cfg_file))
+    missing = [k for k in RESUME_KEYS if k not in cfg]
+    if missing:
+        raise ConfigError(f"missing from the saved settings. {damaged}", source=str(cfg_file), field=missing[0])
+    return cfg
 
 
 def new_run_dir(root: str | Path, task: str, optimizer: str) -> Path:
@@ -92,6 +160,7 @@ def optimize(
     mode: Mode = "auto",
     select: Selection = "best",
     resume: bool = False,
+    max_errors: MaxErrors = DEFAULT_MAX_ERRORS,
 ) -> OptimizationResult:
     """Optimize ``task``'s prompt with ``optimizer`` for ``model`` within ``budget``.
 
@@ -105,6 +174,10 @@ def optimize(
     gain over the seed has a 95% CI above 0. Measured over 53 runs with 32 dev examples
     (``benchmarks/results/fewshot.md``) it changed 10 outcomes, 5 for the better and 5 for the worse, so it is
     not the default.
+
+    ``max_errors`` (see :meth:`ErrorLimit.of`; default: more than 20% of the calls, once 10 were made) stops the run
+    with :class:`TooManyErrors` when too many model calls fail, and so does a seed or test evaluation where every
+    example failed: an outage is not a score. Finished calls are cached, so resuming does not pay them again.
     """
     if select not in SELECTIONS:
         raise ConfigError(f"select must be one of {', '.join(SELECTIONS)}, got {select!r}", field="select")
@@ -112,6 +185,8 @@ def optimize(
         raise ConfigError("resume=True needs the run_dir of the run to continue.", field="run_dir")
     task_spec = str(task) if isinstance(task, str | Path) else task.source
     task_obj = load_task(task) if isinstance(task, str | Path) else task
+    check_mode(mode, task_obj)
+    limit = ErrorLimit.of(max_errors)
     opt = load_optimizer(optimizer) if isinstance(optimizer, str) else optimizer
     model_spec = model if isinstance(model, str) else model.name
     proposer_spec = proposer if isinstance(proposer, str) else (proposer.name if proposer is not None else model_spec)
@@ -122,7 +197,10 @@ def optimize(
             "Use an in-process Hugging Face model: --model smollm2 or --model hf:<path or hub id>.",
             field="model",
         )
-    proposer_obj = model_obj if proposer is None or proposer == model else get_model(proposer)
+    try:
+        proposer_obj = model_obj if proposer is None or proposer == model else get_model(proposer)
+    except ConfigError as exc:
+        raise ConfigError(exc.message, source=exc.source, field="proposer") from None
     budget = budget or Budget()
     if budget.max_calls is not None and opt.min_calls(task_obj):
         refuse_small_budget(
@@ -145,7 +223,7 @@ def optimize(
         "mode": mode,
         "select": select,
     }
-    tracker = BudgetTracker(budget=budget)
+    tracker = BudgetTracker(budget=budget, max_errors=limit)
     previous: list[TrialRecord] = []
     if out is not None:
         _prepare_run_dir(out, config, resume=resume, tracker=tracker)
@@ -181,45 +259,75 @@ def evaluate(
     mode: Mode = "auto",
     tracker: BudgetTracker | None = None,
     progress: Callable[[int, int], None] | None = None,
+    max_errors: MaxErrors = DEFAULT_MAX_ERRORS,
 ) -> EvalResult:
     """Score ``prompt`` (default: the task's seed prompt) on the first ``limit`` examples of ``split``.
 
-    Pass a ``tracker`` to read the calls, tokens and cache hits spent.
+    Pass a ``tracker`` to read the calls, tokens and cache hits spent (its ``max_errors`` is set to this one's).
+    Too many failed calls (``max_errors``, as in :func:`optimize`), or all of them, raise :class:`TooManyErrors`
+    instead of returning a score.
     """
     task_obj = load_task(task) if isinstance(task, str | Path) else task
+    check_mode(mode, task_obj)
     if split not in task_obj.splits:
         raise ConfigError(f"unknown split {split!r}; use one of {sorted(task_obj.splits)}.", field="split")
     if limit is not None and limit < 1:
         raise ConfigError(f"must be >= 1, got {limit}.", field="limit")
     examples = task_obj.splits[split][:limit] if limit else task_obj.splits[split]
-    client = ModelClient(
-        get_model(model), cache=open_cache(cache), budget=tracker or BudgetTracker(), batch_size=batch_size
-    )
+    tracker = tracker or BudgetTracker()
+    tracker.max_errors = ErrorLimit.of(max_errors)
+    client = ModelClient(get_model(model), cache=open_cache(cache), budget=tracker, batch_size=batch_size)
     evaluator = Evaluator(task_obj, client, mode=mode, progress=progress)
-    return evaluator.evaluate(prompt or task_obj.seed_prompt(), examples, split=split)
+    return _scored(evaluator.evaluate(prompt or task_obj.seed_prompt(), examples, split=split), client)
+
+
+def _scored(result: EvalResult, client: ModelClient) -> EvalResult:
+    """``result``, unless every example failed at the API: that is an outage, never a score."""
+    if result.n and result.n_api_errors == result.n:
+        raise TooManyErrors(
+            f"all {result.n} examples of the {result.split} evaluation failed, so it has no score; last error: "
+            f"{result.records[-1].error} [{client.describe_model()}]."
+        )
+    return result
 
 
 def resume(
-    run_dir: str | Path, *, callbacks: Sequence[Callback] = (), budget: Budget | None = None
+    run_dir: str | Path,
+    *,
+    callbacks: Sequence[Callback] = (),
+    budget: Budget | None = None,
+    max_errors: MaxErrors = DEFAULT_MAX_ERRORS,
+    model: Model | str | None = None,
+    proposer: Model | str | None = None,
 ) -> OptimizationResult:
-    """Continue the run in ``run_dir`` from its saved configuration (optionally with a new budget)."""
+    """Continue the run in ``run_dir`` from its saved configuration (optionally with a new budget).
+
+    ``model`` and ``proposer`` replace the saved model specs with models of the same name built with options that
+    are never saved (an endpoint, an API key).
+    """
     path = Path(run_dir)
-    cfg_file = path / CONFIG_FILE
-    if not cfg_file.is_file():
-        raise ConfigError(f"no {CONFIG_FILE} here; --resume needs a run directory made by promptopt.", source=str(path))
-    cfg = json.loads(cfg_file.read_text())
+    cfg = read_run_config(path)
     if cfg["task"] == "<python>":
         raise ConfigError(
             "this run's task was built in Python; resume it with optimize(..., resume=True).",
             source=str(path),
         )
-    opt = load_optimizer(cfg["optimizer"], **cfg["optimizer_config"])
+    source = str(path / CONFIG_FILE)
+    try:
+        opt = build_optimizer(cfg["optimizer"], cfg["optimizer_config"], source=source)
+        saved_budget = Budget(**cfg["budget"])
+    except ConfigError as exc:
+        raise exc.located(source=source) from None
+    except TypeError as exc:
+        raise ConfigError(
+            f"the saved settings do not load ({exc}); restore the file or start a new run.", source=source
+        ) from None
     return optimize(
         cfg["task"],
         opt,
-        cfg["model"],
-        proposer=cfg["proposer"],
-        budget=budget or Budget(**cfg["budget"]),
+        model or cfg["model"],
+        proposer=proposer or cfg["proposer"],
+        budget=budget or saved_budget,
         seed=cfg["seed"],
         run_dir=path,
         cache=cfg["cache"] if cfg["cache"] is not None else False,
@@ -229,42 +337,40 @@ def resume(
         mode=cfg["mode"],
         select=cfg.get("select", "best"),
         resume=True,
+        max_errors=max_errors,
     )
 
 
 def _readable_history(path: Path) -> list[TrialRecord]:
-    """The interrupted run's trial records, up to the first unreadable line (a crash mid-write)."""
-    out: list[TrialRecord] = []
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                out.append(TrialRecord.from_dict(json.loads(line)))
-            except (ValueError, KeyError, TypeError):
-                break
-    return out
+    """The interrupted run's trial records (see :meth:`History.load`); none if it wrote none."""
+    return History.load(path) if path.is_file() else []
 
 
 def _prepare_run_dir(out: Path, config: dict[str, Any], *, resume: bool, tracker: BudgetTracker) -> None:
-    cfg_file = out / CONFIG_FILE
     if resume:
-        if not cfg_file.is_file():
-            raise ConfigError(f"cannot resume: no {CONFIG_FILE} in this directory.", source=str(out))
-        saved = json.loads(cfg_file.read_text())
+        saved = read_run_config(out)
         changed = sorted(
-            k
-            for k in ("task", "optimizer", "optimizer_config", "model", "proposer", "seed")
-            if saved.get(k) != config[k]
+            k for k in ("task", "optimizer", "optimizer_config", "model", "proposer", "seed") if saved[k] != config[k]
         )
         if changed:
             raise ConfigError(f"cannot resume with different settings ({', '.join(changed)}).", source=str(out))
         if (out / "usage.json").is_file():
             tracker.restore(out / "usage.json")
+    elif out.is_file():
+        raise ConfigError("a file is in the run directory's place; pick another directory.", source=str(out))
     elif out.exists() and any(out.iterdir()):
         raise ConfigError(
             "run directory is not empty; pick a new one or resume this run with --resume.", source=str(out)
         )
-    out.mkdir(parents=True, exist_ok=True)
-    cfg_file.write_text(json.dumps(config, indent=2) + "\n")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write the run directory ({exc.strerror}: {exc.filename}); give a writable directory.",
+            source=str(out),
+            field=None if resume else "run_dir",
+        ) from None
 
 
 class _Run:
@@ -373,6 +479,8 @@ class _Run:
             raise BudgetExhausted(f"the budget does not cover scoring the seed prompt on dev: {exc}") from None
         if seed_record.status != "complete":
             raise TemplateError(f"the task's seed prompt does not render: {seed_record.error}")
+        assert seed_record.result is not None
+        _scored(seed_record.result, self.client)
         self.state = state = RunState(history=self.history, seed_record=seed_record)
         self.emit(TrialFinished(record=seed_record, state=state, budget=self.client.budget))
         stop_reason = "optimizer finished"
@@ -445,10 +553,14 @@ class _Run:
         if evaluate_test:
             report = self.client.with_role("report")
             self.label = "test: seed prompt"
-            seed_test = self.evaluator.evaluate(seed_record.prompt, split="test", client=report)
+            seed_test = _scored(self.evaluator.evaluate(seed_record.prompt, split="test", client=report), report)
             self.label = "test: best prompt"
             same = best.prompt.id == seed_record.prompt.id
-            best_eval = seed_test if same else self.evaluator.evaluate(best.prompt, split="test", client=report)
+            best_eval = (
+                seed_test
+                if same
+                else _scored(self.evaluator.evaluate(best.prompt, split="test", client=report), report)
+            )
             baseline_test, best_test = seed_test.summary(), best_eval.summary()
             comparison = compare(seed_test, best_eval).to_dict()
             if self.run_dir is not None:

@@ -33,7 +33,7 @@ import yaml
 
 from promptopt.candidate import DEFAULT_SYSTEM
 from promptopt.data import Example, split_examples
-from promptopt.exceptions import ConfigError, DataError, UnknownComponentError
+from promptopt.exceptions import ConfigError, DataError, TemplateError, UnknownComponentError
 from promptopt.metrics import make_metric
 from promptopt.parsers import make_parser
 from promptopt.readers import Row, reader_for
@@ -55,6 +55,12 @@ _TOP_KEYS = {
     "generation",
 }
 _DATA_KEYS = {"files", "file", "reader", "options", "splits", "seed"}
+_REQUIRED = {
+    "instruction": "Classify the review as positive or negative.",
+    "template": "template.jinja",
+    "data": "{file: data.jsonl}",
+    "target": "label",
+}
 
 
 def task_dirs() -> list[Path]:
@@ -88,31 +94,55 @@ def resolve_task_path(name_or_path: str | os.PathLike[str]) -> Path:
     tasks = available_tasks()
     if str(name_or_path) in tasks:
         return tasks[str(name_or_path)]
+    if p.is_dir():
+        raise ConfigError(
+            "this directory has no task.yaml; give a task directory, a task.yaml path or a task name.",
+            source=str(p),
+            field="task",
+        )
     raise UnknownComponentError(
-        "task", str(name_or_path), tasks, hint="Pass a task name, a task directory or a task.yaml path."
+        "task", str(name_or_path), tasks, hint="Pass a task name, a task directory or a task.yaml path.", field="task"
     )
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read it ({exc}). Give a readable UTF-8 text file.", source=str(path)) from None
+
+
+def read_yaml(path: Path) -> Any:
+    """A YAML file's content; malformed YAML is a one-line :class:`ConfigError` with the line and column."""
+    text = _read_text(path)
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = " ".join(str(getattr(exc, "problem", None) or "invalid syntax").split())
+        raise ConfigError(f"malformed YAML{where}: {problem}. Fix the syntax.", source=str(path)) from None
 
 
 def load_task(name_or_path: str | os.PathLike[str]) -> Task:
     """Load a task by name (see :func:`task_dirs`) or from a directory / task.yaml path."""
     path = resolve_task_path(name_or_path)
-    src = str(path)
     try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(
-            f"malformed YAML{where}: {getattr(exc, 'problem', exc)}. Fix the syntax.", source=src
-        ) from None
+        return _build_task(path, read_yaml(path))
+    except ConfigError as exc:  # a check deeper down (a split size, generation, a parser) names the task file
+        raise exc.located(source=str(path)) from None
+
+
+def _build_task(path: Path, spec: Any) -> Task:
+    src = str(path)
     if not isinstance(spec, dict):
         raise ConfigError("must be a YAML mapping (key: value lines).", source=src)
     unknown = sorted(set(spec) - _TOP_KEYS)
     if unknown:
         raise ConfigError(f"unknown key(s) {unknown}; allowed: {sorted(_TOP_KEYS)}.", source=src, field=unknown[0])
-    for key in ("instruction", "template", "data", "target"):
+    for key, example in _REQUIRED.items():
         if key not in spec:
-            raise ConfigError("is required.", source=src, field=key)
+            raise ConfigError(f"is required; add it, e.g. `{key}: {example}`.", source=src, field=key)
     base = path.parent
 
     template = _load_template(spec["template"], base, src)
@@ -151,7 +181,10 @@ def _load_template(value: Any, base: Path, src: str) -> PromptTemplate:
     tpath = base / value
     if not tpath.is_file():
         raise ConfigError(f"template file '{value}' not found next to task.yaml.", source=src, field="template")
-    return PromptTemplate(tpath.read_text(encoding="utf-8"), name=str(tpath))
+    try:
+        return PromptTemplate(_read_text(tpath), name=str(tpath))
+    except TemplateError as exc:
+        raise TemplateError(f"{exc.message.rstrip('.')}. Fix the Jinja2 syntax.", source=exc.source) from None
 
 
 def _labels(value: Any, src: str) -> dict[str, str] | None:
@@ -206,7 +239,11 @@ def _load_splits(
         try:
             rows = reader_for(fpath, data.get("reader"))(fpath, **options)
         except TypeError as exc:
-            raise ConfigError(f"bad reader options: {exc}", source=src, field="data.options") from None
+            raise ConfigError(
+                f"bad reader options ({exc}); remove it or use the reader's own arguments.",
+                source=src,
+                field="data.options",
+            ) from None
         if not rows:
             raise DataError("has no rows. Point task.yaml 'data' at a file with examples.", source=str(fpath))
         return [_example(r, i, prefix, fpath, inputs, target, labels) for i, r in enumerate(rows)]

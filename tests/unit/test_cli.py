@@ -128,7 +128,8 @@ def test_template_with_undefined_variable(tmp_path: Path) -> None:
 
 
 def test_empty_split(tmp_path: Path) -> None:
-    task = write_task(tmp_path / "t", rows=[{"word": "a", "answer": "a"}] * 8)
+    yaml_text = TASK_YAML.replace("test: 4", "test: null")  # all that is left: nothing
+    task = write_task(tmp_path / "t", yaml_text=yaml_text, rows=[{"word": "a", "answer": "a"}] * 8)
     assert_bad_input(["evaluate", "--task", str(task), "--model", "fake:echo"], "task.yaml", "split 'test' is empty")
 
 
@@ -183,3 +184,12 @@ def test_optimize_select_option(tmp_path: Path) -> None:
     assert json.loads(Path(json.loads(out)["run_dir"], "config.json").read_text())["select"] == "significant"
     code, _, err = run(*base, "--select", "luck")
     assert code == 2 and "select" in err and len(err.strip().splitlines()) == 1
+
+
+def test_usage_errors_are_one_line_and_help_still_works() -> None:
+    code, out, err = run("evaluate", "--task", "x", "--limit", "many")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--limit" in err and "--help" in err
+    code, out, _ = run("evaluate", "--help")
+    assert code == 0 and "--max-errors" in out
+    code, out, err = run()
+    assert code == 2 and "optimize" in out and not err.strip()  # no command: the help text, as before

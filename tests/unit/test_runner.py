@@ -370,6 +370,75 @@ def test_resume_needs_a_run_directory(tmp_path, toy_task):
         optimize(toy_task, "baseline", toy_model(), resume=True, cache=False)
 
 
+def test_resume_drops_a_torn_last_history_line(tmp_path, reference, caplog):
+    """kill -9 in the middle of writing a trial record: the torn line is dropped with a warning (that trial runs
+    again, from the cache), the file is repaired, and the result is the uninterrupted run's."""
+    ref = reference[0]
+    task_path = write_toy_task(tmp_path / "toy")
+    run_dir, cache = tmp_path / "run", tmp_path / "cache.sqlite"
+    run_toy(task_path, run_dir, cache, callbacks=[Interrupt(TrialFinished, 5)])
+    history = run_dir / "history.jsonl"
+    lines = history.read_text().splitlines()
+    history.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][: len(lines[-1]) // 2])  # no newline: torn
+    resumed, _, _ = run_toy(task_path, run_dir, cache, resume=True)
+    assert "dropped the unreadable last line" in caplog.text
+    assert resumed is not None and resumed.best_prompt == ref.best_prompt
+    assert all(json.loads(line) for line in history.read_text().splitlines())
+    assert len(promptopt.history.History.load(history)) == ref.n_trials
+
+
+@pytest.mark.parametrize(
+    ("name", "damage", "match"),
+    [
+        ("history.jsonl", lambda text: "{not json\n" + text, r"history\.jsonl: line 1 is not a trial record"),
+        ("config.json", lambda text: text[:20], r"config\.json: not valid JSON"),
+        ("config.json", lambda text: "{}", r"config\.json: field 'task': missing"),
+        ("usage.json", lambda text: "[", r"usage\.json: the run's saved usage is damaged"),
+    ],
+)
+def test_a_damaged_run_directory_is_refused_naming_the_file(tmp_path, name, damage, match):
+    task_path = write_toy_task(tmp_path / "toy")
+    run_dir = tmp_path / "run"
+    optimize(task_path, "baseline", "fake:echo", run_dir=run_dir, cache=tmp_path / "c.sqlite")
+    (run_dir / name).write_text(damage((run_dir / name).read_text()))
+    with pytest.raises(ConfigError, match=match):
+        promptopt.resume(run_dir)
+
+
+def test_resume_of_tuple_settings_and_a_preset_named_like_the_optimizer(tmp_path):
+    """List settings come back as the Config's tuples; the saved config is rebuilt from the registered optimizer,
+    not from the preset of the same name."""
+    task_path = write_toy_task(tmp_path / "toy")
+    run_dir = tmp_path / "run"
+    opt = load_optimizer("fewshot", shots=[2], selections=["random"], demo_formats=["inline"])
+    assert opt.config.shots == (2,)
+    first = optimize(
+        task_path, opt, "fake:echo", run_dir=run_dir, cache=tmp_path / "c.sqlite", budget=Budget(max_calls=60)
+    )
+    again = promptopt.resume(run_dir)
+    assert again.best_prompt == first.best_prompt and again.optimizer_config == first.optimizer_config
+
+
+def test_unwritable_places_are_refused(tmp_path, toy_task):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match=r"field 'run_dir': cannot write the run directory \(Not a directory"):
+        optimize(toy_task, "baseline", toy_model(), run_dir=tmp_path / "file" / "run", cache=False)
+    with pytest.raises(ConfigError, match="a file is in the run directory's place"):
+        optimize(toy_task, "baseline", toy_model(), run_dir=tmp_path / "file", cache=False)
+    with pytest.raises(ConfigError, match=r"field 'cache': .* is a directory; give the cache a file path"):
+        optimize(toy_task, "baseline", toy_model(), cache=tmp_path)
+    with pytest.raises(ConfigError, match=r"field 'cache': cannot use .*file.*not a database"):
+        (tmp_path / "bad.sqlite").write_text("x" * 200)
+        optimize(toy_task, "baseline", toy_model(), cache=tmp_path / "bad.sqlite")
+
+
+def test_mode_is_checked(toy_task):
+    with pytest.raises(ConfigError, match="field 'mode': unknown mode 'guess'"):
+        optimize(toy_task, "baseline", toy_model(), cache=False, mode="guess")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="has no labels, and label scoring needs them"):
+        promptopt.evaluate(toy_task, toy_model(), cache=False, mode="score")
+
+
 def test_resume_function_with_a_model_spec(tmp_path):
     task_path = write_toy_task(tmp_path / "toy")
     ref = optimize(task_path, "ape-fast", "fake:echo", run_dir=tmp_path / "ref", cache=tmp_path / "ref.sqlite")

@@ -250,3 +250,39 @@ def test_bad_generation_setting(tmp_path):
 def test_unknown_task_name_suggests():
     with pytest.raises(UnknownComponentError, match="Unknown task 'definitely-not-a-task-xyz'"):
         load_task("definitely-not-a-task-xyz")
+
+
+@pytest.mark.parametrize(
+    ("data", "fragments"),
+    [
+        (
+            {"file": "data/all.jsonl", "splits": {"train": 4, "dev": 3, "test": 20}},
+            ("field 'data.splits.test'", "asks for 20 examples but 3 of the 10 are left after train 4, dev 3"),
+        ),
+        ({"file": "data/all.jsonl", "splits": {"train": 11}}, ("data.splits.train", "the data has 10")),
+        (
+            {"files": {"train": "data/all.jsonl"}, "splits": {"dev": 8, "test": 8}},
+            ("data.splits.test", "asks for 8 examples but 2 of the 10 are left after dev 8", "at most 2"),
+        ),
+    ],
+)
+def test_a_split_larger_than_the_data_is_refused_not_cut_short(tmp_path, data, fragments):
+    raises(write_task(tmp_path, spec(data=data)), DataError, "task.yaml", *fragments)
+
+
+def test_errors_from_nested_settings_name_the_task_file(tmp_path):
+    path = write_task(tmp_path, spec(generation={"max_tokens": 0}))
+    raises(path, ConfigError, str(path), "field 'generation.max_tokens'", ">= 1")
+    path = write_task(tmp_path, spec(parser={"name": "regex", "pattern": "("}))
+    raises(path, ConfigError, str(path), "field 'parser.pattern'", "invalid regex")
+
+
+def test_a_directory_without_task_yaml(tmp_path):
+    raises(tmp_path, ConfigError, str(tmp_path), "no task.yaml", "field 'task'")
+
+
+def test_malformed_yaml_is_one_line(tmp_path):
+    path = write_task(tmp_path, "name: x\ninstruction: [a, b\n")
+    with pytest.raises(ConfigError) as info:
+        load_task(path)
+    assert "\n" not in str(info.value) and "line 3" in str(info.value)
