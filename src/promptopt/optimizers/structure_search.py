@@ -23,12 +23,13 @@ without a model call. With ``robust`` = ``mean``/``worst`` a trial's value is th
 Confirmation on full dev: every ``full_eval_every`` trials the leader (best mean trial value, not yet scored on
 full dev), and at the end the ``n_confirm`` best such candidates. Under a call limit the search plans
 (:mod:`promptopt.optimizers.planning`): a trial is asked only if its cheapest case plus confirming the
-``n_confirm`` dearest unconfirmed candidates (the new one included) still fits, and run only if its exact cost
-(known once its parameters are suggested: ICS K sub-prompts per example) does. A queued trial that does not
-fit is failed and queued again for another run, which ends this one; a TPE trial that does not fit is failed
-and another asked, up to ``MAX_MISSES`` times. So a run never ends on a budget with its leaders
-unconfirmed; :meth:`StructureSearchOptimizer.min_calls` is one plain trial and its confirmation, and the
-induction only spends what is left above that (so a tight first run leaves the study fewer instructions).
+``n_confirm`` leaders afterwards (the current ones, or the new candidate with the best others) still fits, and
+run only if its exact cost (known once its parameters are suggested: ICS K sub-prompts per example) does. A
+queued trial that does not fit is failed and queued again for another run, which ends this one; a TPE trial
+that does not fit is failed and another asked, up to ``MAX_MISSES`` times. So a run never ends on a budget
+with its leaders unconfirmed; :meth:`StructureSearchOptimizer.min_calls` is one plain trial and its
+confirmation, and the induction only spends what is left above that (so a tight first run leaves the study
+fewer instructions).
 
 Persistence: the study lives in Optuna storage — ``storage`` (any Optuna RDB URL, e.g. PostgreSQL for
 several machines), by default ``sqlite:///<run_dir>/optuna.sqlite``, in memory without a run directory.
@@ -69,7 +70,7 @@ from promptopt.models.base import Message
 from promptopt.optimizers.base import EvalRequest, Optimizer, OptimizerConfig, RunContext, RunState, register_optimizer
 from promptopt.optimizers.ics import TupleSettingsMixin, check_choices
 from promptopt.optimizers.meta import Proposer, format_example, render_meta_prompt, score_on, screen_proposals
-from promptopt.optimizers.planning import affordable, eval_cost, top_confirmation_cost
+from promptopt.optimizers.planning import affordable, eval_cost
 
 if TYPE_CHECKING:
     from promptopt.history import TrialRecord
@@ -341,18 +342,24 @@ class StructureSearchOptimizer(TupleSettingsMixin, Optimizer):
             return left
         return min(left, tracker.budget.max_calls - tracker.limited().calls)
 
-    def _fits(self, cost: int, todo: Sequence[Prompt], *, unknown: bool = False) -> bool:
-        """Whether ``cost`` more calls still leave enough to confirm the ``n_confirm`` dearest of ``todo`` on full
-        dev — with ``unknown``, of ``todo`` and a candidate not built yet, at its cheapest (its exact cost is
-        checked once its parameters are suggested)."""
+    def _fits(self, cost: int, ranked: Sequence[Prompt], new: int | None = None) -> bool:
+        """Whether ``cost`` more calls still leave enough to confirm the leaders on full dev afterwards.
+
+        ``ranked``: the unconfirmed candidates whose scores stay as they are, best first; ``new``: the full-dev
+        cost of the candidate the spending scores (None: none), which may join the ``n_confirm`` leaders — the
+        reserve is the dearer of the current leaders and the new one with the ``n_confirm - 1`` best others.
+        """
         left = self._calls_left()
         if left is None:
             return True
         dev, n = len(self.ctx.task.dev), self.config.n_confirm
-        if unknown:
-            reserve = dev + top_confirmation_cost(todo, n - 1, lambda p: eval_cost(p, dev))
-        else:
-            reserve = top_confirmation_cost(todo, n, lambda p: eval_cost(p, dev))
+
+        def confirm(prompts: Sequence[Prompt]) -> int:
+            return sum(eval_cost(p, dev) for p in prompts)
+
+        reserve = confirm(ranked[:n])
+        if new is not None:
+            reserve = max(reserve, new + confirm(ranked[: n - 1]))
         return cost + reserve <= left
 
     def _cheapest_trial(self) -> int:
@@ -388,7 +395,7 @@ class StructureSearchOptimizer(TupleSettingsMixin, Optimizer):
             self._close(state, over_budget=False)
             return None
         # a trial's exact cost is known once its parameters are suggested, and checked then (_requests)
-        if not waiting and not self._fits(self._cheapest_trial(), self._ranked(), unknown=True):
+        if not waiting and not self._fits(self._cheapest_trial(), self._ranked(), len(self.ctx.task.dev)):
             self._close(state, over_budget=True)
             return None
         trial = self.study.ask()  # a queued trial first, if any
@@ -412,10 +419,9 @@ class StructureSearchOptimizer(TupleSettingsMixin, Optimizer):
             if self.config.robust != "none"
             else [prompt]
         )
-        todo = self._ranked()
-        if prompt.id not in self.full_done and prompt.id not in self.values:
-            todo.append(prompt)
-        if not self._fits(sum(eval_cost(v, len(batch)) for v in variants), todo):
+        others = [p for p in self._ranked() if p.id != prompt.id]
+        new = None if prompt.id in self.full_done else eval_cost(prompt, len(self.ctx.task.dev))
+        if not self._fits(sum(eval_cost(v, len(batch)) for v in variants), others, new):
             self.study.tell(trial, state=self.optuna.trial.TrialState.FAIL)
             if self.queued or self.misses >= MAX_MISSES:
                 self.study.enqueue_trial(params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
