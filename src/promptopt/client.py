@@ -94,28 +94,19 @@ class ModelClient:
             chunk = misses[start : start + self.batch_size]
             allowed = self.budget.allow(self.role, len(chunk))
             sent = chunk[:allowed]
-            responses = call([requests[i] for i in sent])
-            usage = Usage(calls=len(sent))
-            fresh: dict[str, dict[str, Any]] = {}
-            failures, last_failure = 0, None
-            for i, resp in zip(sent, responses, strict=True):
-                out[i] = resp
-                usage.prompt_tokens += resp.prompt_tokens
-                usage.completion_tokens += getattr(resp, "completion_tokens", 0)
-                usage.cost += resp.cost
-                if resp.error:
-                    usage.errors += 1
-                    if not any(marker in resp.error for marker in TOO_LONG):
-                        failures, last_failure = failures + 1, resp.error
-                    logger.debug("model error on request %d: %s", i, resp.error)
-                else:
-                    d = dataclasses.asdict(resp)
-                    d.pop("cached")
-                    fresh[keys[i]] = d
-            if self.cache is not None:
-                self.cache.put_many(fresh)
-            self.budget.charge(self.role, usage)  # before the failure check: the answered calls are kept
-            self.budget.count_failures(len(sent), failures, last_failure, model=self.describe_model())
+            batch = [requests[i] for i in sent]
+            if kind is Completion and self.model.capabilities.streams_results:
+                # each answer is cached and charged as it arrives: a crash mid-batch loses none of them
+                def keep(j: int, resp: Completion, sent: list[int] = sent) -> None:
+                    self._keep(keys, out, [(sent[j], resp)])
+
+                self.model.generate(batch, on_result=keep)  # type: ignore[call-arg]
+            else:
+                self._keep(keys, out, list(zip(sent, call(batch), strict=True)))
+            # after caching and charging: the answered calls are kept
+            failed = [r.error for i in sent if (r := out[i]) and r.error and not any(m in r.error for m in TOO_LONG)]
+            last = failed[-1] if failed else None
+            self.budget.count_failures(len(sent), len(failed), last, model=self.describe_model())
             if on_done:
                 on_done(len(sent))
             if len(sent) < len(chunk):
@@ -124,3 +115,23 @@ class ModelClient:
             if out[i] is None:
                 out[i] = dataclasses.replace(out[first_of[k]], cached=True)  # type: ignore[arg-type]
         return out  # type: ignore[return-value]
+
+    def _keep(self, keys: Sequence[str], out: list[Any], answered: Sequence[tuple[int, Completion | Scores]]) -> None:
+        """Put answers (request index, response) in ``out``, cache the good ones and charge them all."""
+        usage = Usage(calls=len(answered))
+        fresh: dict[str, dict[str, Any]] = {}
+        for i, resp in answered:
+            out[i] = resp
+            usage.prompt_tokens += resp.prompt_tokens
+            usage.completion_tokens += getattr(resp, "completion_tokens", 0)
+            usage.cost += resp.cost
+            if resp.error:
+                usage.errors += 1
+                logger.debug("model error on request %d: %s", i, resp.error)
+            else:
+                d = dataclasses.asdict(resp)
+                d.pop("cached")
+                fresh[keys[i]] = d
+        if self.cache is not None:
+            self.cache.put_many(fresh)
+        self.budget.charge(self.role, usage)

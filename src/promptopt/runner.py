@@ -122,13 +122,22 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
 
 
 def new_run_dir(root: str | Path, task: str, optimizer: str) -> Path:
+    """A new run directory under ``root``, created here so that runs started in the same second (other processes
+    on the same root) take different names; if it cannot be created, the name only (the run says why)."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     base = Path(root) / f"{stamp}-{Path(task).name}-{Path(optimizer).stem}"
     path, n = base, 1
-    while path.exists():
-        n += 1
-        path = base.with_name(f"{base.name}-{n}")
-    return path
+    while True:
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            if not path.exists():  # not this name that is taken: a file in the way of ``root``
+                return path
+            n += 1
+            path = base.with_name(f"{base.name}-{n}")
+        except OSError:
+            return path
 
 
 def versions() -> dict[str, str]:
