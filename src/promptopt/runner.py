@@ -373,7 +373,9 @@ def _prepare_run_dir(out: Path, config: dict[str, Any], *, resume: bool, tracker
         )
     try:
         out.mkdir(parents=True, exist_ok=True)
-        (out / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+        tmp = out / f"{CONFIG_FILE}.tmp"  # then renamed: a kill mid-write leaves the old file (resumable)
+        tmp.write_text(json.dumps(config, indent=2) + "\n")
+        tmp.replace(out / CONFIG_FILE)
     except OSError as exc:
         raise ConfigError(
             f"cannot write the run directory ({exc.strerror}: {exc.filename}); give a writable directory.",
