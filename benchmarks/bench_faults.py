@@ -300,8 +300,8 @@ def essence(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def same(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """The same best prompt, scores and calls paid (trial counts are compared apart)."""
-    return {**a, "n_trials": None} == {**b, "n_trials": None}
+    """The same best prompt and scores (trial counts and calls paid are compared apart)."""
+    return {**a, "n_trials": None, "calls": None} == {**b, "n_trials": None, "calls": None}
 
 
 def only_run_dir(runs: Path) -> Path | None:
@@ -413,7 +413,12 @@ def kill_case(ref: dict[str, Any], kind: str, task: Path, work: Path, rng: rando
         asked_after = Counter(server_call_id(r) for r, o in zip(requests, owner, strict=True) if o > i)
         paid_twice += sum(n for c, n in asked_after.items() if c in stored)
         unstored += sum(n for c, n in asked_after.items() if c in set(p.received) - stored)
-        sent = {server_call_id(r) for r, o in zip(requests, owner, strict=True) if o == i and r.answered}
+        killed_at = p.killed_at or p.ended
+        sent = {
+            server_call_id(r)
+            for r, o in zip(requests, owner, strict=True)
+            if o == i and r.answered and r.ended is not None and r.ended < killed_at
+        }
         in_flight += sum(n for c, n in asked_after.items() if c in sent - set(p.received))
     answered = sum(r.answered for r in requests)
     return {
@@ -427,6 +432,7 @@ def kill_case(ref: dict[str, Any], kind: str, task: Path, work: Path, rng: rando
         "finished": result is not None,
         "same_result": result is not None and same(essence(result), ref["result"]),
         "same_trials": result is not None and result["n_trials"] == ref["result"]["n_trials"],
+        "calls_diff": result["usage"]["total"]["calls"] - ref["result"]["calls"] if result else None,
         "result": essence(result) if result else None,
         "paid_twice": paid_twice,
         "received_not_stored": unstored,
@@ -742,13 +748,16 @@ def render(data: dict[str, Any]) -> str:
         f"{sum(c['kills'] for c in cases)} kills (SIGKILL) in {len(cases)} cases over {len(kr['references'])} "
         f"optimizers; {sum(c['finished'] for c in cases)} cases finished on `--resume`; "
         f"**{sum(c['same_result'] for c in cases)} of {len(cases)} with the uninterrupted run's result** (best prompt "
-        f"id, test and dev scores, calls paid), {sum(c['same_trials'] for c in cases)} with its trial count too; "
-        f"**{sum(c['paid_twice'] for c in cases)} finished calls (stored in the cache) paid twice**; asked again "
-        f"after a kill: {sum(c['received_not_stored'] for c in cases)} answers received but not yet stored (the "
-        f"answer whose commit the kill cut), {sum(c['in_flight'] for c in cases)} answers in flight (sent by the "
-        f"server, not yet received); {sum(c['truncated_history_line'] for c in cases)} resumes read a history.jsonl "
-        "whose last line the kill had cut. `extra answers` = requests the server answered beyond the uninterrupted "
-        "run's (the last two columns, and answers to requests the kill cut short).",
+        f"id, test and dev scores), {sum(c['calls_diff'] == 0 for c in cases)} with its count of calls paid and "
+        f"{sum(c['same_trials'] for c in cases)} with its trial count. Answers asked again after a kill: "
+        f"**{sum(c['paid_twice'] for c in cases)} that the cache had stored**, "
+        f"{sum(c['received_not_stored'] for c in cases)} received but not yet stored (the kill fell between the "
+        f"answer's arrival and its cache commit), {sum(c['in_flight'] for c in cases)} in flight (sent by the server "
+        "before the kill, never received). `extra answers`: requests the server answered beyond the uninterrupted "
+        "run's (those, and answers the server sent after the kill to the dead process); `calls`: calls paid as the "
+        "resumed run counts them minus the uninterrupted run's. "
+        f"{sum(c['truncated_history_line'] for c in cases)} resumes read a history.jsonl whose last line the kill "
+        "had cut.",
         "",
         "Kill moments: `request` = the server kills the process when its k-th request arrives (k uniform over the "
         "uninterrupted run's requests); `time` = after a uniform random time within the uninterrupted run's model "
@@ -766,21 +775,26 @@ def render(data: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "| # | optimizer | kill | at | kills | processes | same result | same trials | paid twice | received, not "
-        "stored | in flight | extra answers |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| # | optimizer | kill | at | kills | processes | same result | calls | same trials | stored, asked "
+        "again | received, not stored | in flight | extra answers |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for i, c in enumerate(cases):
         at = ", ".join(f"{k} {v}" for k, v in c["where"].items())
         lines.append(
             f"| {i} | {c['optimizer']} | {c['kind']} | {at} | {c['kills']} | {c['processes']} | "
-            f"{'yes' if c['same_result'] else 'NO'} | {'yes' if c['same_trials'] else 'no'} | {c['paid_twice']} | "
-            f"{c['received_not_stored']} | "
-            f"{c['in_flight']} | {c['extra_answers']} |"
+            f"{'yes' if c['same_result'] else 'NO'} | {c['calls_diff']:+d} | {'yes' if c['same_trials'] else 'no'} | "
+            f"{c['paid_twice']} | {c['received_not_stored']} | {c['in_flight']} | {c['extra_answers']} |"
         )
+    differ = [(i, c) for i, c in enumerate(cases) if not c["same_result"] or c["calls_diff"]]
+    for i, c in differ:
+        ref = kr["references"][c["optimizer"]]["result"]
+        lines.append(f"\nCase {i}: resumed {c['result']}; uninterrupted {ref}.")
     errors = [e for c in cases for e in c["errors"]]
     if errors:
         lines += ["", "Errors: " + "; ".join(f"`{e}`" for e in errors)]
+    if data.get("notes"):
+        lines += ["", *(f"- {n}" for n in data["notes"])]
     cw = data["concurrent"]
     lines += [
         "",
@@ -800,7 +814,8 @@ def render(data: dict[str, Any]) -> str:
             f"| `promptopt optimize --optimizer {c['optimizer']}` started at once, one cache, one runs root | "
             f"{c['processes']} | {c['run_dirs']} run dirs, {c['same_result']}/{c['processes']} results equal to a lone "
             f"run's, cache {c['cache_keys']} keys (lone run {c['reference_keys']}), integrity `{c['integrity']}`, "
-            f"exit codes {c['exit_codes']} |"
+            f"exit codes {c['exit_codes']}; the server answered {c['answered']} requests (lone run "
+            f"{c['reference_answered']}: runs started together miss the cache together) |"
         )
     conv = cw["conversion"]
     lines.append(
@@ -882,7 +897,9 @@ def main() -> None:
             "evaluate": [evaluate_under_faults(args.examples, r, work / f"faults-{r}") for r in (3, 1)],
             "optimize": optimize_under_faults(2, work / "faults-optimize"),
         }
+    previous = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").is_file() else {}
     data = {
+        "notes": previous.get("notes", []),
         "provenance": prov,
         "wall_minutes": (time.monotonic() - t0) / 60,
         "kill_resume": kr,
