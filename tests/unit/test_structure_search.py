@@ -137,11 +137,18 @@ def test_trials_are_priced_at_their_own_ics_k_so_the_budget_is_used():
 def test_the_shipped_preset_spends_its_budget_and_confirms_its_leaders():
     # reserving the two dearest unconfirmed candidates (not the two leaders) left 84 of 400 calls unused here
     task = make_toy_task(n_train=8, n_dev=20, n_test=4)
-    opt = load_optimizer("structure-search")
-    result = promptopt.optimize(task, opt, toy_model(PROPOSALS), budget=promptopt.Budget(max_calls=400),
-                                cache=False, evaluate_test=False)  # fmt: skip
-    assert result.usage["total"]["calls"] >= 400 - 16 * 3  # less than one K=3 minibatch unused
-    assert result.search["confirmed"] >= 2
+    screened = {}
+    for cached in (False, True):
+        opt = load_optimizer("structure-search")
+        cache = promptopt.ResponseCache(":memory:") if cached else False
+        result = promptopt.optimize(task, opt, toy_model(PROPOSALS), budget=promptopt.Budget(max_calls=400),
+                                    cache=cache, evaluate_test=False)  # fmt: skip
+        assert result.search["confirmed"] >= 2
+        screened[cached] = result.search["screened"]
+        if not cached:
+            assert result.usage["total"]["calls"] >= 400 - 16 * 3  # less than one K=3 minibatch unused
+    # with a cache a leader's minibatch examples are hits when it is confirmed, so more trials fit
+    assert screened[True] > screened[False]
 
 
 def test_a_budget_below_the_minimum_is_refused_before_any_call():

@@ -70,7 +70,7 @@ from promptopt.models.base import Message
 from promptopt.optimizers.base import EvalRequest, Optimizer, OptimizerConfig, RunContext, RunState, register_optimizer
 from promptopt.optimizers.ics import TupleSettingsMixin, check_choices
 from promptopt.optimizers.meta import Proposer, format_example, render_meta_prompt, score_on, screen_proposals
-from promptopt.optimizers.planning import affordable, eval_cost
+from promptopt.optimizers.planning import affordable, eval_cost, subprompts
 
 if TYPE_CHECKING:
     from promptopt.history import TrialRecord
@@ -186,6 +186,7 @@ class StructureSearchOptimizer(TupleSettingsMixin, Optimizer):
         if not self.aggregations:
             raise ConfigError("aggregation 'confidence' needs label scoring; add 'vote'.", field="aggregations")
         self.values: dict[str, list[float]] = {}  # candidate id -> its trial values
+        self.scored: dict[str, set[str]] = {}  # candidate id -> dev examples this run requested for it
         self.prompts: dict[str, Prompt] = {}
         self.full_done: set[str] = {ctx.task.seed_prompt().id}  # the runner scored the seed on dev already
         self.open: dict[int, Any] = {}  # outstanding trial by number
@@ -352,15 +353,25 @@ class StructureSearchOptimizer(TupleSettingsMixin, Optimizer):
         left = self._calls_left()
         if left is None:
             return True
-        dev, n = len(self.ctx.task.dev), self.config.n_confirm
+        n = self.config.n_confirm
 
         def confirm(prompts: Sequence[Prompt]) -> int:
-            return sum(eval_cost(p, dev) for p in prompts)
+            return sum(self._confirm_cost(p) for p in prompts)
 
         reserve = confirm(ranked[:n])
         if new is not None:
             reserve = max(reserve, new + confirm(ranked[: n - 1]))
         return cost + reserve <= left
+
+    def _confirm_cost(self, prompt: Prompt, seen: set[str] | frozenset[str] = frozenset()) -> int:
+        """Planned calls to score ``prompt`` on full dev: the dev examples this run has not yet requested for it
+        (nor ``seen``) — the others are cache hits (:meth:`RunContext.confirmation_cost`)."""
+        return self.ctx.confirmation_cost(len(self.scored.get(prompt.id, set()) | seen), subprompts(prompt))
+
+    def _cheapest_confirmation(self) -> int:
+        """A new candidate's smallest full-dev cost: ICS K = 1, its trial's minibatch already requested."""
+        c = self.config
+        return self.ctx.confirmation_cost(min(c.minibatch_size, len(self.ctx.task.dev)) if c.robust == "none" else 0)
 
     def _cheapest_trial(self) -> int:
         """A trial's smallest cost: its minibatch, once per scored variant (ICS K = 1)."""
@@ -370,9 +381,8 @@ class StructureSearchOptimizer(TupleSettingsMixin, Optimizer):
     def _close(self, state: RunState, *, over_budget: bool) -> None:
         """No more trials: queue the final confirmations (the ``n_confirm`` leaders, as far as the budget pays)."""
         self.closing = True
-        dev = len(self.ctx.task.dev)
         leaders = self._ranked()[: self.config.n_confirm]
-        self.pending = affordable(leaders, self._calls_left(), lambda p: eval_cost(p, dev), lambda _: 0)
+        self.pending = affordable(leaders, self._calls_left(), self._confirm_cost, lambda _: 0)
         if over_budget:
             state.stop_reason = "the call budget left paid only for confirming the leaders on full dev"
             logger.info("structure_search: %s (%d)", state.stop_reason, len(self.pending))
@@ -395,7 +405,7 @@ class StructureSearchOptimizer(TupleSettingsMixin, Optimizer):
             self._close(state, over_budget=False)
             return None
         # a trial's exact cost is known once its parameters are suggested, and checked then (_requests)
-        if not waiting and not self._fits(self._cheapest_trial(), self._ranked(), len(self.ctx.task.dev)):
+        if not waiting and not self._fits(self._cheapest_trial(), self._ranked(), self._cheapest_confirmation()):
             self._close(state, over_budget=True)
             return None
         trial = self.study.ask()  # a queued trial first, if any
@@ -420,7 +430,8 @@ class StructureSearchOptimizer(TupleSettingsMixin, Optimizer):
             else [prompt]
         )
         others = [p for p in self._ranked() if p.id != prompt.id]
-        new = None if prompt.id in self.full_done else eval_cost(prompt, len(self.ctx.task.dev))
+        seen = {ex.id for ex in batch} if self.config.robust == "none" else set()
+        new = None if prompt.id in self.full_done else self._confirm_cost(prompt, seen)
         if not self._fits(sum(eval_cost(v, len(batch)) for v in variants), others, new):
             self.study.tell(trial, state=self.optuna.trial.TrialState.FAIL)
             if self.queued or self.misses >= MAX_MISSES:
@@ -430,6 +441,7 @@ class StructureSearchOptimizer(TupleSettingsMixin, Optimizer):
                 self.misses += 1
             return []
         self.open = {trial.number: (trial, prompt.id)}
+        self.scored.setdefault(prompt.id, set()).update(seen)
         return [EvalRequest(v, batch) for v in variants]
 
     def observe(self, state: RunState, records: Sequence[TrialRecord]) -> None:
@@ -453,7 +465,7 @@ class StructureSearchOptimizer(TupleSettingsMixin, Optimizer):
         if self.told % self.config.full_eval_every:
             return
         ranked = self._ranked()
-        if ranked and self._fits(eval_cost(ranked[0], len(self.ctx.task.dev)), ranked[1:]):
+        if ranked and self._fits(self._confirm_cost(ranked[0]), ranked[1:]):
             self.pending.append(ranked[0])
 
     def _observe_full(self, record: TrialRecord) -> None:
