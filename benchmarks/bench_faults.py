@@ -247,7 +247,8 @@ def spawn(
     timeout: float = 300,
 ) -> Proc:
     """Run ``promptopt <args>`` as a child (see :func:`child`) to the end; ``when`` arms the server's killer,
-    ``after`` kills it after that many seconds, ``plan`` asks the child to kill itself in a cache or history write."""
+    ``after`` kills it that many seconds after its first model request (needs ``killer``), ``plan`` asks the child
+    to kill itself in a cache or history write."""
     n = next(_spawned)
     plan = {**(plan or {}), "received": str(work / f"received-{n}.log"), "stored": str(work / f"stored-{n}.log")}
     cmd = [sys.executable, str(Path(__file__).resolve()), "child", json.dumps(plan), *args]
@@ -257,16 +258,14 @@ def spawn(
     record = Proc(args=args, started=time.monotonic())
     if killer is not None:
         killer.arm(proc.pid, when)
-    try:
-        proc.wait(timeout=after if after is not None else timeout)
-    except subprocess.TimeoutExpired:
-        if after is None:
-            raise
-        if killer is not None:
+    if after is not None and killer is not None:
+        while killer.number == 0 and proc.poll() is None:  # the clock starts at the first model request
+            time.sleep(0.01)
+        try:
+            proc.wait(timeout=after)
+        except subprocess.TimeoutExpired:
             killer.kill()
-        else:
-            proc.kill()
-        proc.wait(timeout=timeout)
+    proc.wait(timeout=timeout)
     record.ended, record.returncode = time.monotonic(), proc.returncode
     if killer is not None:
         record.killed_at = killer.killed_at
@@ -372,7 +371,7 @@ def kill_case(ref: dict[str, Any], kind: str, task: Path, work: Path, rng: rando
 
         kill["when"], where["test_request"] = in_test, j
     elif kind == "time":
-        t = rng.uniform(ref["first_request"], ref["seconds"])
+        t = rng.uniform(0.0, ref["seconds"] - ref["first_request"])
         kill["after"], where["seconds"] = t, round(t, 2)
     elif kind == "cache-write":
         n = rng.randint(1, ref["commits"])
@@ -760,7 +759,8 @@ def render(data: dict[str, Any]) -> str:
         "had cut.",
         "",
         "Kill moments: `request` = the server kills the process when its k-th request arrives (k uniform over the "
-        "uninterrupted run's requests); `time` = after a uniform random time within the uninterrupted run's model "
+        "uninterrupted run's requests); `time` = a uniform random time after the first request, within the "
+        "uninterrupted run's model "
         "calls; `test` = at the j-th request of the held-out test evaluation; `cache-write` = at the commit of the "
         "n-th response-cache write (rows written, not committed); `history-write` = half-way through the n-th "
         "history line; `twice` = at request k, then the first resume killed too.",
