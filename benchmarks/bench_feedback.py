@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from provenance import provenance
+
 import promptopt
 from promptopt import Budget
 from promptopt.cache import ResponseCache
@@ -232,7 +234,9 @@ def main() -> None:
         }
         for r in rows
     ]
-    (args.out / "feedback.json").write_text(json.dumps(dump, indent=1, ensure_ascii=False) + "\n")
+    (args.out / "feedback.json").write_text(
+        json.dumps({"provenance": provenance(), "runs": dump}, indent=1, ensure_ascii=False) + "\n"
+    )
     print(f"done in {(time.monotonic() - t0) / 60:.1f} min; wrote {args.out / 'feedback.md'}")
 
 

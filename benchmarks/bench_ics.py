@@ -32,6 +32,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from provenance import provenance
+
 from promptopt.budget import BudgetTracker
 from promptopt.cache import ResponseCache
 from promptopt.client import ModelClient
@@ -236,7 +238,7 @@ def main() -> None:
         "notes": previous.get("notes", []),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(data, indent=2) + "\n")
+    out.with_suffix(".json").write_text(json.dumps({**data, "provenance": provenance()}, indent=2) + "\n")
     out.with_suffix(".md").write_text(render(data))
 
 

@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from provenance import provenance
+
 import promptopt
 from promptopt.budget import Budget
 from promptopt.cache import ResponseCache, promptopt_home
@@ -306,7 +308,7 @@ def main() -> None:
             order = {m: i for i, m in enumerate(("seed", *METHODS))}
             tasks = {t: i for i, t in enumerate(args.tasks)}
             payload["rows"].sort(key=lambda r: (tasks.get(r["task"], 99), order[r["method"]]))
-            out_json.write_text(json.dumps(payload, indent=1) + "\n")
+            out_json.write_text(json.dumps({**payload, "provenance": provenance()}, indent=1) + "\n")
             write_markdown(payload, out_md)
             print(
                 f"{task.name:20} {method:6} dev {ci(row['dev'])}  test {ci(row['test'])}  calls {row['calls']}  "

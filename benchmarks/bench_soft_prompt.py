@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from provenance import provenance
+
 import promptopt
 from promptopt.cache import promptopt_home
 from promptopt.evaluation import EvalResult, compare
@@ -238,7 +240,7 @@ def main() -> None:
         "tpv": tpv_rows,
         "tpv_minus_init_test": paired,
     }
-    (args.out / "soft_prompt.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (args.out / "soft_prompt.json").write_text(json.dumps({**payload, "provenance": provenance()}, indent=2) + "\n")
     md = args.out / "soft_prompt.md"
     notes = md.read_text().partition(NOTES)[2] if md.is_file() else ""
     md.write_text(report(main_rows, tpv_rows, paired, args, meta) + "\n" + NOTES + notes)

@@ -19,6 +19,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from provenance import provenance
+
 import promptopt
 from promptopt.budget import BudgetTracker
 from promptopt.cache import ResponseCache
@@ -185,7 +187,9 @@ def main() -> None:
         "notes": previous.get("notes", []),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    out.with_suffix(".json").write_text(
+        json.dumps({**data, "provenance": provenance()}, indent=2, ensure_ascii=False) + "\n"
+    )
     out.with_suffix(".md").write_text(render(data))
 
 
