@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from promptopt._files import write_text_atomic
 from promptopt.exceptions import BudgetExhausted, ConfigError, TooManyErrors
 
 
@@ -259,9 +260,7 @@ class BudgetTracker:
 
     def save(self) -> None:
         if self.path is not None:
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self.to_dict(), indent=2))
-            tmp.replace(self.path)
+            write_text_atomic(self.path, json.dumps(self.to_dict(), indent=2))
 
     def restore(self, path: Path) -> None:
         """Continue from usage saved by an interrupted run (a damaged file is a :class:`ConfigError` naming it)."""

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from promptopt._files import write_text_atomic
 from promptopt.candidate import Prompt
 from promptopt.evaluation import EvalResult
 from promptopt.exceptions import ConfigError
@@ -79,9 +80,7 @@ class History:
     def _rewrite(self, records: Sequence[TrialRecord]) -> None:
         """Replace the file with ``records`` atomically (a crash leaves the old file or the new one)."""
         assert self.path is not None
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-        tmp.replace(self.path)
+        write_text_atomic(self.path, "".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in records))
 
     def append(self, record: TrialRecord) -> None:
         i = len(self.records)

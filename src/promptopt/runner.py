@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from promptopt._files import write_text_atomic
 from promptopt.budget import DEFAULT_MAX_ERRORS, Budget, BudgetTracker, ErrorLimit
 from promptopt.cache import ResponseCache, default_cache_path
 from promptopt.callbacks import Callback, EvaluationProgress, Event, RunFinished, RunStarted, TrialFinished
@@ -373,9 +374,7 @@ def _prepare_run_dir(out: Path, config: dict[str, Any], *, resume: bool, tracker
         )
     try:
         out.mkdir(parents=True, exist_ok=True)
-        tmp = out / f"{CONFIG_FILE}.tmp"  # then renamed: a kill mid-write leaves the old file (resumable)
-        tmp.write_text(json.dumps(config, indent=2) + "\n")
-        tmp.replace(out / CONFIG_FILE)
+        write_text_atomic(out / CONFIG_FILE, json.dumps(config, indent=2) + "\n")  # a killed resume stays resumable
     except OSError as exc:
         raise ConfigError(
             f"cannot write the run directory ({exc.strerror}: {exc.filename}); give a writable directory.",

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from promptopt._files import write_text_atomic
 from promptopt.exceptions import PromptOptError
 from promptopt.models.base import Capabilities, Completion, GenerationRequest, Model, ScoreRequest, Scores
 from promptopt.models.fake import last_user
@@ -99,9 +100,7 @@ class RecordingModel:
             "interactions": list(self.interactions.values()),
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(payload, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-        tmp.replace(self.path)
+        write_text_atomic(self.path, json.dumps(payload, indent=1, ensure_ascii=False) + "\n")
 
 
 class ReplayModel:
