@@ -324,7 +324,8 @@ def test_auto_reserves_the_soft_prompt_share_before_the_demonstrations(base: HFM
     left = 400 - n
     reserved = max(2 * (8 * 8 + n), left // 2)  # the preset: 2 checkpoints of 8 steps x 8 examples + dev
     assert f"demonstrations: fewshot with up to {left - reserved} of {left} calls left" in notes
-    assert "soft prompt under the best prompt: soft_prompt with up to" in notes
+    assert "soft prompt: soft_prompt with up to" in notes
+    assert "soft prompt trained under the" in notes  # which prompt it trained under, and why
     assert "instruction search" not in notes  # in process, the soft prompt takes the instruction search's place
     assert result.usage["by_role"]["train"]["calls"] >= 2 * 8 * 8  # its two checkpoints were trained
     roles = result.usage["by_role"]

@@ -7,7 +7,9 @@ the run has confirmed so far):
    turns). On small models this is the biggest and cheapest win, and it needs no proposer, so it works with any
    backend. It gets ``fewshot_share`` of the calls left after the seed prompt, or, when a soft prompt follows,
    what the soft prompt's reservation leaves.
-2. **Soft prompt** — ``soft_prompt`` (default preset ``soft-prompt``) trained under the best prompt so far, for
+2. **Soft prompt** — ``soft_prompt`` (default preset ``soft-prompt``) trained under the best prompt so far if
+   its paired dev gain over the seed prompt is significant, else under the seed prompt (``start_from:
+   significant``: a demo set that wins by an example or two on 32 dev examples is often a dev artefact), for
    task models that can be trained in process (``capabilities.trainable``: ``smollm2``, ``hf:…``). Its share is
    reserved before the demonstrations start: ``soft_prompt_share`` of the calls left, and at least
    ``soft_prompt_checkpoints`` full checkpoints (``eval_every`` training steps and a dev evaluation each) —
@@ -116,7 +118,7 @@ class AutoOptimizer(Optimizer):
             optimizer, reserved = soft
             return [
                 (fewshot, 1.0, reserved, "demonstrations"),
-                (optimizer, 1.0, 0, "soft prompt under the best prompt"),
+                (optimizer, 1.0, 0, "soft prompt"),
             ]
         stages = [(fewshot, c.fewshot_share, 0, "demonstrations")]
         if c.instruction_search:
@@ -152,7 +154,7 @@ class AutoOptimizer(Optimizer):
         from promptopt.optimizers.soft_prompt import SoftPromptOptimizer
         from promptopt.presets import load_optimizer
 
-        soft = load_optimizer(c.soft_prompt, start_from="best")
+        soft = load_optimizer(c.soft_prompt, start_from="significant")
         assert isinstance(soft, SoftPromptOptimizer)
         left = self.ctx.calls_left()
         if left is None:

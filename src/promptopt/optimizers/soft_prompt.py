@@ -61,6 +61,7 @@ logger = logging.getLogger(__name__)
 
 INITS = ("text", "random", "vocab")
 SCHEDULES = ("linear", "cosine", "constant")
+START_FROM = ("seed", "best", "significant")
 STATE_FILE = "train_state.pt"
 
 
@@ -85,12 +86,16 @@ class SoftPromptConfig(OptimizerConfig):
     tpv_store: str | None = field(default=None, metadata={"help": "vector store dir ($PROMPTOPT_HOME/vectors)"})
     save_vector: bool = field(default=False, metadata={"help": "store this task's vector (best − init)"})
     start_from: str = field(
-        default="seed", metadata={"help": "seed | best: train under the seed prompt or the run's best so far"}
+        default="seed",
+        metadata={
+            "help": "seed | best | significant: train under the seed prompt, the run's best so far, or the best "
+            "only if its paired dev gain over the seed has a 95% CI above 0"
+        },
     )
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name, allowed in (("init", INITS), ("schedule", SCHEDULES), ("start_from", ("seed", "best"))):
+        for name, allowed in (("init", INITS), ("schedule", SCHEDULES), ("start_from", START_FROM)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"must be one of {list(allowed)}, got {getattr(self, name)!r}", field=name)
         if isinstance(self.tpv, Mapping):
@@ -140,7 +145,7 @@ class SoftPromptOptimizer(Optimizer):
 
     def propose(self, state: RunState) -> Sequence[Prompt | EvalRequest]:
         if self.start is None:  # the text prompt the soft prompt is trained under (demos included)
-            best = state.best().prompt if self.config.start_from == "best" else state.seed_record.prompt
+            best = self._start_prompt(state)
             self.start = dataclasses.replace(best, soft_prompt=None) if best.soft_prompt else best
         seed = self.start
         if self.replay:  # a resumed run: its checkpoints first (scored from the cache)
@@ -157,6 +162,31 @@ class SoftPromptOptimizer(Optimizer):
             state.stop_reason = reason
             return []
         return [self._candidate(seed, path)]
+
+    def _start_prompt(self, state: RunState) -> Prompt:
+        """The prompt ``start_from`` names. ``significant`` guards against training under a dev artefact: on
+        32 dev examples a demo set that wins by one or two examples often loses on test (sst2 in
+        ``benchmarks/results/fewshot.md``), and a soft prompt trained under it inherits the loss."""
+        how, seed, best = self.config.start_from, state.seed_record, state.best()
+        if how == "seed":
+            return seed.prompt
+        if best.prompt.id == seed.prompt.id:
+            self.notes = (*self.notes, "soft prompt trained under the seed prompt: still the best so far")
+            return seed.prompt
+        if how == "significant":
+            from promptopt.evaluation import compare
+
+            assert seed.result is not None and best.result is not None
+            gain = compare(seed.result, best.result)
+            if gain.ci_low <= 0:
+                self.notes = (
+                    *self.notes,
+                    f"soft prompt trained under the seed prompt: the best so far ({best.prompt.id}) gained "
+                    f"{gain.diff:+.3f} on dev [95% CI {gain.ci_low:+.3f}–{gain.ci_high:+.3f}], not significant",
+                )
+                return seed.prompt
+        self.notes = (*self.notes, f"soft prompt trained under the best prompt so far ({best.prompt.id})")
+        return best.prompt
 
     def observe(self, state: RunState, records: Sequence[TrialRecord]) -> None:
         for record in records:

@@ -69,3 +69,42 @@ def test_auto_skips_a_soft_prompt_the_budget_cannot_train_and_gives_the_search_t
     assert "soft prompt skipped: 2 checkpoints (152 calls) leave the demonstrations less than their minimum" in notes
     assert "demonstrations: fewshot with up to 111 of 148 calls left" in notes
     assert "instruction search on the best prompt: pe2" in notes
+
+
+def test_auto_trains_its_soft_prompt_under_the_seed_unless_the_best_is_significantly_better():
+    import dataclasses
+
+    from promptopt.budget import BudgetTracker
+    from promptopt.evaluation import Evaluator
+    from promptopt.history import History, TrialRecord
+    from promptopt.models.fake import FakeModel
+    from promptopt.optimizers.base import RunState
+    from promptopt.optimizers.soft_prompt import SoftPromptOptimizer
+
+    task = make_toy_task(n_train=4, n_dev=16, n_test=4)
+    right = {ex.inputs["word"]: ex.target for ex in task.dev}
+
+    def answer(request):  # "always" answers every word right, "often" 9 of 16, the seed 8 of 16
+        text = request.messages[-1].content
+        word = text.rsplit("Word: ", 1)[-1].split("\n")[0]
+        share = 16 if "always" in text else 9 if "often" in text else 8
+        good = {ex.inputs["word"] for ex in task.dev[:share]}
+        return right[word] if word in good else "?"
+
+    client = promptopt.ModelClient(FakeModel(fn=answer), cache=None, budget=BudgetTracker())
+    evaluator = Evaluator(task, client)
+    seed = task.seed_prompt()
+
+    def record(i: int, instruction: str | None) -> TrialRecord:
+        prompt = seed if instruction is None else dataclasses.replace(seed, instruction=instruction)
+        return TrialRecord(trial=i, step=i, prompt=prompt, result=evaluator.evaluate(prompt, split="dev"))
+
+    for instruction, expected in (("often", None), ("always", "always")):
+        history = History(None)
+        seed_record = record(0, None)
+        history.append(seed_record)
+        history.append(record(1, instruction))
+        optimizer = SoftPromptOptimizer(start_from="significant")
+        start = optimizer._start_prompt(RunState(history=history, seed_record=seed_record))
+        assert start.instruction == (expected or seed.instruction)
+        assert ("under the seed prompt" in optimizer.notes[0]) == (expected is None)
