@@ -176,10 +176,10 @@ def naive_score(b: Bench, chunk: list) -> dict[str, Any]:
 
 def promptopt_leg(b: Bench, chunk: list, mode: str) -> dict[str, Any]:
     """promptopt's evaluator in ``mode``, cold (empty cache, no kept prefix KV), then warm on the filled cache."""
-    from promptopt.budget import BudgetTracker
-    from promptopt.cache import ResponseCache
-    from promptopt.client import ModelClient
-    from promptopt.evaluation import Evaluator
+    from promptopt.evaluation.evaluator import Evaluator
+    from promptopt.models.budget import BudgetTracker
+    from promptopt.models.cache import ResponseCache
+    from promptopt.models.client import ModelClient
 
     with tempfile.TemporaryDirectory() as tmp:
         cache = ResponseCache(Path(tmp) / "cache.sqlite")
@@ -337,7 +337,7 @@ def dspy_worker(model_dir: str) -> None:
 # -- one task ------------------------------------------------------------------------------------------------
 def bench_task(name: str, args: argparse.Namespace, hf: Any, worker: DSPyWorker | None) -> dict[str, Any]:
     """All legs of one task in interleaved rounds; per-round timings and per-example records."""
-    from promptopt.taskfile import load_task
+    from promptopt.core.taskfile import load_task
 
     task = load_task(ROOT / "tasks" / name)
     prompt = dataclasses.replace(task.seed_prompt(), demos=tuple(task.train[: TASKS[name]]))
@@ -686,9 +686,9 @@ def dtype_leg(n: int = 48) -> dict[str, Any]:
     """float32 vs bfloat16 label scoring on sst2: speed, and how much scores move with the batch path."""
     import dataclasses
 
+    from promptopt.core.taskfile import load_task
     from promptopt.models.base import ScoreRequest
     from promptopt.models.hf import cpu_has_bf16, load_smollm2
-    from promptopt.taskfile import load_task
 
     task = load_task(ROOT / "tasks" / "sst2")
     prompt = dataclasses.replace(task.seed_prompt(), demos=tuple(task.train[:8]))
@@ -757,11 +757,11 @@ def racing_leg(hf: Any) -> dict[str, Any]:
     """Race candidate prompts on a dev split, then score all fully, to show what racing saves and keeps."""
     import dataclasses
 
-    from promptopt.budget import BudgetTracker
-    from promptopt.client import ModelClient
-    from promptopt.evaluation import Evaluator
-    from promptopt.racing import race
-    from promptopt.taskfile import load_task
+    from promptopt.core.taskfile import load_task
+    from promptopt.evaluation.evaluator import Evaluator
+    from promptopt.models.budget import BudgetTracker
+    from promptopt.models.client import ModelClient
+    from promptopt.optimizers.racing import race
 
     task = load_task(ROOT / "tasks" / RACE_TASK)
     seed = task.seed_prompt()

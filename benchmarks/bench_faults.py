@@ -87,10 +87,10 @@ def server_call_id(entry: LoggedRequest) -> str:
 
 def child(plan: dict[str, Any], argv: list[str]) -> None:
     """Run ``promptopt <argv>`` with the patches ``plan`` asks for (see :func:`spawn`)."""
-    from promptopt import cache as cache_module
-    from promptopt import history as history_module
-    from promptopt.cli import main
+    from promptopt.cli.app import main
+    from promptopt.models import cache as cache_module
     from promptopt.models import litellm as litellm_module
+    from promptopt.run import history as history_module
 
     counts = {"commits": 0, "appends": 0}
     received = os.open(plan["received"], os.O_WRONLY | os.O_CREAT | os.O_APPEND)
@@ -462,7 +462,7 @@ def kill_resume(n_kills: int, work: Path, seed: int, jobs: int) -> dict[str, Any
 # -- 2. concurrent writers --------------------------------------------------------------------------------------
 def cache_writer(path: str, index: int, rows: int) -> None:
     """Child: write ``rows`` own keys and ``rows`` keys every writer shares (same values), reading as it goes."""
-    from promptopt.cache import ResponseCache
+    from promptopt.models.cache import ResponseCache
 
     cache = ResponseCache(path)
     for start in range(0, rows, 10):

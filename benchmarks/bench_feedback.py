@@ -28,12 +28,12 @@ from provenance import provenance
 
 import promptopt
 from promptopt import Budget
-from promptopt.cache import ResponseCache
-from promptopt.evaluation import compare
+from promptopt.core.task import Task
+from promptopt.evaluation.evaluator import compare
 from promptopt.models import get_model
+from promptopt.models.cache import ResponseCache
 from promptopt.optimizers.feedback import plot_trajectory, read_trajectory
-from promptopt.result import OptimizationResult
-from promptopt.task import Task
+from promptopt.run.result import OptimizationResult
 
 HERE = Path(__file__).resolve().parent
 NOTES = "<!-- notes: hand-written below this line, kept when the table is regenerated -->\n"

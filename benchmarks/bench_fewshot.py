@@ -59,7 +59,7 @@ DSPY_METHODS = {"dspy-labeled": "labeled", "dspy-mipro": "mipro"}
 
 def small_task(name: str) -> Any:
     """The shipped task cut to the benchmark's split sizes (the first examples of each seeded split)."""
-    from promptopt.taskfile import load_task
+    from promptopt.core.taskfile import load_task
 
     task = load_task(ROOT / "tasks" / name)
     return dataclasses.replace(task, splits={k: task.splits[k][:n] for k, n in SIZES.items()})
@@ -72,11 +72,11 @@ def summary(result: Any) -> dict[str, Any]:
 
 # -- demo placement ----------------------------------------------------------------------------------------
 def placement(model: Any, tasks: list[str]) -> dict[str, Any]:
-    from promptopt.budget import BudgetTracker
-    from promptopt.cache import ResponseCache
-    from promptopt.candidate import DEMO_FORMATS
-    from promptopt.client import ModelClient
-    from promptopt.evaluation import Evaluator, compare
+    from promptopt.core.candidate import DEMO_FORMATS
+    from promptopt.evaluation.evaluator import Evaluator, compare
+    from promptopt.models.budget import BudgetTracker
+    from promptopt.models.cache import ResponseCache
+    from promptopt.models.client import ModelClient
 
     rows = {}
     for name in tasks:
@@ -100,7 +100,7 @@ def placement(model: Any, tasks: list[str]) -> dict[str, Any]:
 
 
 def placement_markdown(report: dict[str, Any]) -> str:
-    from promptopt.candidate import DEMO_FORMATS
+    from promptopt.core.candidate import DEMO_FORMATS
 
     p = report["provenance"]
     lines = [
@@ -127,9 +127,9 @@ def placement_markdown(report: dict[str, Any]) -> str:
 
 # -- the method table ---------------------------------------------------------------------------------------
 def seed_test(model: Any, task: Any) -> Any:
-    from promptopt.budget import BudgetTracker
-    from promptopt.client import ModelClient
-    from promptopt.evaluation import Evaluator
+    from promptopt.evaluation.evaluator import Evaluator
+    from promptopt.models.budget import BudgetTracker
+    from promptopt.models.client import ModelClient
 
     return Evaluator(task, ModelClient(model, cache=None, budget=BudgetTracker())).evaluate(
         task.seed_prompt(), split="test"
@@ -195,7 +195,7 @@ def run_dspy(python: str, name: str, method: str, time_limit: int) -> dict[str, 
 
 def dspy_cell(task: Any, raw: dict[str, Any], seed: Any) -> dict[str, Any]:
     """A DSPy run's raw test answers scored with the task's own parser and metric, paired with the seed."""
-    from promptopt.evaluation import EvalResult, ExampleRecord, compare
+    from promptopt.evaluation.evaluator import EvalResult, ExampleRecord, compare
 
     calls = {"calls": raw.get("compile_calls", 0), "test_calls": raw.get("test_calls"), "failures": raw.get("failures")}
     if raw.get("error"):  # nothing to score (e.g. MIPROv2 stopped by an unparsable instruction proposal)
@@ -230,9 +230,9 @@ def paired_lists(d: dict[str, Any]) -> tuple[list[float], list[float]]:
 
 
 def restate_intervals(report: dict[str, Any]) -> int:
-    """Recompute the intervals of cells made before ``promptopt.stats`` used Wilson / Newcombe intervals for 0/1
+    """Recompute the intervals of cells made before ``promptopt.core.stats`` used Wilson / Newcombe intervals for 0/1
     scores (every task here is scored 0/1), from their stored counts; returns how many cells changed."""
-    from promptopt.stats import mean_ci, paired_comparison
+    from promptopt.core.stats import mean_ci, paired_comparison
 
     changed = 0
     for row in report["rows"].values():
@@ -355,7 +355,7 @@ def table_markdown(report: dict[str, Any]) -> str:
         "load). SmolLM2-135M-Instruct as task model and proposer, fp32 CPU, budget 400 calls per optimizer run "
         "(test evaluation not counted), one fresh cache per run, seed 0, the same splits for every method. "
         "Cell: test mean [95% Wilson interval]; Δ = paired difference vs the seed prompt on the same 100 test "
-        "examples [95% Newcombe interval for paired 0/1 scores] (**bold** when it is above 0; `promptopt.stats`, "
+        "examples [95% Newcombe interval for paired 0/1 scores] (**bold** when it is above 0; `promptopt.core.stats`, "
         "recomputed from the stored counts for cells made before it used these intervals); "
         "calls = search calls (task model + proposer + training examples; "
         "DSPy: model calls during compile, counted at its engine). – = not run.",

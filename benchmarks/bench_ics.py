@@ -34,14 +34,14 @@ from typing import Any
 
 from provenance import provenance
 
-from promptopt.budget import BudgetTracker
-from promptopt.cache import ResponseCache
-from promptopt.client import ModelClient
-from promptopt.embeddings import dot, get_embedder
-from promptopt.evaluation import EvalResult, Evaluator, compare
-from promptopt.ics import example_text, make_ics_prompt
+from promptopt.core.taskfile import load_task
+from promptopt.evaluation.evaluator import EvalResult, Evaluator, compare
 from promptopt.models import get_model
-from promptopt.taskfile import load_task
+from promptopt.models.budget import BudgetTracker
+from promptopt.models.cache import ResponseCache
+from promptopt.models.client import ModelClient
+from promptopt.prompts.embeddings import dot, get_embedder
+from promptopt.prompts.ics import example_text, make_ics_prompt, render_all
 
 HERE = Path(__file__).resolve().parent
 TASKS = ("sst2", "trec", "esnli", "bbh_sports_understanding")
@@ -103,7 +103,7 @@ def run_task(name: str, model: Any, cache: ResponseCache, n: int, shots: int, se
         client = ModelClient(model, cache=cache, budget=BudgetTracker(), batch_size=16)
         res = Evaluator(task, client, mode=mode).evaluate(prompt, test, split="test")  # type: ignore[arg-type]
         results[label] = res
-        tokens = sum(len(model.encode(m)) for group_ in prompt.render_all(test) for m in group_)
+        tokens = sum(len(model.encode(m)) for group_ in render_all(prompt, test) for m in group_)
         rows.append(row(label, group, res, demos=demos, k=k, tokens=tokens))
         print(f"  {name:26s} {label:38s} {res.mean:.3f} ({time.strftime('%H:%M:%S')})", flush=True)
 

@@ -32,13 +32,14 @@ from typing import Any
 from provenance import provenance
 
 import promptopt
-from promptopt.budget import Budget
-from promptopt.cache import ResponseCache, promptopt_home
+from promptopt.api import evaluate
+from promptopt.core.task import Task
+from promptopt.core.taskfile import load_task
 from promptopt.models import get_model
-from promptopt.presets import load_optimizer
-from promptopt.runner import evaluate, new_run_dir
-from promptopt.task import Task
-from promptopt.taskfile import load_task
+from promptopt.models.budget import Budget
+from promptopt.models.cache import ResponseCache, promptopt_home
+from promptopt.optimizers.presets import load_optimizer
+from promptopt.run.rundir import new_run_dir
 
 HERE = Path(__file__).resolve().parent
 TASKS = ("ii_larger_animal", "ii_antonyms", "sst2", "bbh_navigate")

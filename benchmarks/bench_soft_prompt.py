@@ -30,10 +30,10 @@ from typing import Any
 from provenance import provenance
 
 import promptopt
-from promptopt.cache import promptopt_home
-from promptopt.evaluation import EvalResult, compare
-from promptopt.result import OptimizationResult
-from promptopt.task import Task
+from promptopt.core.task import Task
+from promptopt.evaluation.evaluator import EvalResult, compare
+from promptopt.models.cache import promptopt_home
+from promptopt.run.result import OptimizationResult
 
 HERE = Path(__file__).resolve().parent
 NOTES = "<!-- notes: hand-written below this line, kept when the tables are regenerated -->\n"

@@ -22,14 +22,14 @@ from typing import Any
 from provenance import provenance
 
 import promptopt
-from promptopt.budget import BudgetTracker
-from promptopt.cache import ResponseCache
-from promptopt.client import ModelClient
-from promptopt.evaluation import Evaluator
-from promptopt.formats import format_spread
+from promptopt.core.taskfile import load_task
+from promptopt.evaluation.evaluator import Evaluator
+from promptopt.evaluation.spread import format_spread
 from promptopt.models import get_model
-from promptopt.presets import load_optimizer
-from promptopt.taskfile import load_task
+from promptopt.models.budget import BudgetTracker
+from promptopt.models.cache import ResponseCache
+from promptopt.models.client import ModelClient
+from promptopt.optimizers.presets import load_optimizer
 
 HERE = Path(__file__).resolve().parent
 TASKS = ("sst2", "trec", "esnli")

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from promptopt import Example, Task, make_task
-from promptopt.cache import promptopt_home
 from promptopt.models import Model
+from promptopt.models.cache import promptopt_home
 from promptopt.testing import make_toy_task
 
 

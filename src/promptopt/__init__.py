@@ -10,13 +10,10 @@ Importing promptopt loads no torch, transformers, litellm or optuna; backends im
 
 import logging
 
-from promptopt.budget import Budget, Usage
-from promptopt.cache import ResponseCache
-from promptopt.candidate import Prompt
-from promptopt.client import ModelClient
-from promptopt.data import Example
-from promptopt.evaluation import EvalResult, Evaluator, ExampleRecord, compare
-from promptopt.exceptions import (
+from promptopt.api import evaluate, optimize, resume
+from promptopt.core.candidate import Prompt
+from promptopt.core.data import Example
+from promptopt.core.exceptions import (
     BackendError,
     BudgetExhausted,
     ConfigError,
@@ -26,15 +23,18 @@ from promptopt.exceptions import (
     TemplateError,
     UnknownComponentError,
 )
+from promptopt.core.task import Task, make_task
+from promptopt.core.taskfile import available_tasks, load_task
+from promptopt.core.template import PromptTemplate
+from promptopt.evaluation.evaluator import EvalResult, Evaluator, ExampleRecord, compare
 from promptopt.models import get_model
+from promptopt.models.budget import Budget, Usage
+from promptopt.models.cache import ResponseCache
+from promptopt.models.client import ModelClient
 from promptopt.models.fake import FakeModel
 from promptopt.optimizers import OPTIMIZERS, Optimizer, register_optimizer
-from promptopt.presets import load_optimizer
-from promptopt.result import OptimizationResult
-from promptopt.runner import evaluate, optimize, resume
-from promptopt.task import Task, make_task
-from promptopt.taskfile import available_tasks, load_task
-from promptopt.template import PromptTemplate
+from promptopt.optimizers.presets import load_optimizer
+from promptopt.run.result import OptimizationResult
 
 __version__ = "0.1.0"
 

@@ -10,7 +10,8 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 import promptopt
-from promptopt.taskfile import load_task
+from promptopt.core.taskfile import load_task
+from promptopt.run.rundir import readable_history
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +27,7 @@ def test_fewshot_races_inline_and_turn_demos_and_confirms_the_best(smollm2, tmp_
     )
     assert result.search["screened"] == 2  # the same two demos, inline and as turns
     assert result.search["confirmed"] >= 1 and result.best_test is not None
-    seen = {r.prompt.demo_format for r in promptopt.runner._readable_history(tmp_path / "r" / "history.jsonl")}
+    seen = {r.prompt.demo_format for r in readable_history(tmp_path / "r" / "history.jsonl")}
     assert seen == {"inline", "turns"}
     # the chat template renders the demo turns as real user/assistant turns
     turns = dataclasses.replace(task.seed_prompt(), demos=task.train[:2], demo_format="turns")

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from promptopt.core.taskfile import load_task
 from promptopt.models.base import GenerationRequest, ScoreRequest
-from promptopt.taskfile import load_task
 
 pytestmark = pytest.mark.integration
 TASKS = Path(__file__).resolve().parents[2] / "tasks"

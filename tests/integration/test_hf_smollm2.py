@@ -9,8 +9,9 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from promptopt.candidate import DEFAULT_SYSTEM
-from promptopt.models import GenerationRequest, Message, Model, ScoreRequest, get_model, hf
+from promptopt.core.candidate import DEFAULT_SYSTEM
+from promptopt.core.messages import Message
+from promptopt.models import GenerationRequest, Model, ScoreRequest, get_model, hf
 
 pytestmark = pytest.mark.integration
 

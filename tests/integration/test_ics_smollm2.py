@@ -7,13 +7,13 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from promptopt.budget import BudgetTracker
-from promptopt.cache import ResponseCache
-from promptopt.client import ModelClient
-from promptopt.evaluation import Evaluator
-from promptopt.formats import format_spread
-from promptopt.ics import make_ics_prompt
-from promptopt.taskfile import load_task
+from promptopt.core.taskfile import load_task
+from promptopt.evaluation.evaluator import Evaluator
+from promptopt.evaluation.spread import format_spread
+from promptopt.models.budget import BudgetTracker
+from promptopt.models.cache import ResponseCache
+from promptopt.models.client import ModelClient
+from promptopt.prompts.ics import make_ics_prompt
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""Benchmark readers (promptopt.benchmarks_data) on small synthetic files in their original layouts."""
+"""Benchmark readers (promptopt.core.benchmarks_data) on small synthetic files in their original layouts."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from promptopt.benchmarks_data import (
+from promptopt.core.benchmarks_data import (
     format_number,
     read_bbh,
     read_esnli,
@@ -16,9 +16,9 @@ from promptopt.benchmarks_data import (
     read_instruction_induction,
     read_multiarith,
 )
-from promptopt.exceptions import DataError
-from promptopt.readers import READERS
-from promptopt.taskfile import load_task
+from promptopt.core.exceptions import DataError
+from promptopt.core.readers import READERS
+from promptopt.core.taskfile import load_task
 
 
 def write_json(path: Path, data: Any) -> Path:

@@ -7,9 +7,10 @@ import json
 import pytest
 
 from promptopt import Budget, BudgetExhausted, ConfigError, FakeModel, ModelClient, ResponseCache, Usage
-from promptopt.budget import BudgetTracker
-from promptopt.cache import request_key
-from promptopt.models.base import GenerationRequest, Message, ScoreRequest
+from promptopt.core.messages import Message
+from promptopt.models.base import GenerationRequest, ScoreRequest
+from promptopt.models.budget import BudgetTracker
+from promptopt.models.cache import request_key
 
 
 def req(text: str = "hello", **kw) -> GenerationRequest:

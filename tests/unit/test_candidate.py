@@ -8,7 +8,7 @@ import jinja2
 import pytest
 
 from promptopt import ConfigError, Example, Prompt
-from promptopt.candidate import DEFAULT_SYSTEM
+from promptopt.core.candidate import DEFAULT_SYSTEM
 
 TEMPLATE = (
     "{{ instruction }}\n"

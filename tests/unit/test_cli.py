@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from promptopt.cli import app
+from promptopt.cli.app import app
 
 runner = CliRunner()
 

@@ -1,10 +1,10 @@
-"""promptopt.control: the PID controller, oscillation detection and step-response metrics, on their own."""
+"""promptopt.optimizers.control: the PID controller, oscillation detection and step-response metrics, on their own."""
 
 from __future__ import annotations
 
 import pytest
 
-from promptopt.control import (
+from promptopt.optimizers.control import (
     PID,
     differences,
     is_oscillating,

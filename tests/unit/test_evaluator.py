@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from promptopt import Budget, EvalResult, Evaluator, ExampleRecord, FakeModel, ModelClient, compare
-from promptopt.budget import BudgetTracker
+from promptopt.core.stats import bootstrap_ci, paired_comparison
 from promptopt.models.base import ScoreRequest
-from promptopt.stats import bootstrap_ci, paired_comparison
+from promptopt.models.budget import BudgetTracker
 from promptopt.testing import TOY_BEST_INSTRUCTION, toy_expected_score, toy_model
 
 

@@ -16,13 +16,14 @@ from typing import Any
 import pytest
 
 import promptopt
-from promptopt.budget import BudgetTracker
-from promptopt.cache import ResponseCache, request_key
-from promptopt.client import ModelClient
-from promptopt.history import History
-from promptopt.models import Capabilities, Completion, GenerationRequest, Message
+from promptopt.core.messages import Message
+from promptopt.models import Capabilities, Completion, GenerationRequest
+from promptopt.models.budget import BudgetTracker
+from promptopt.models.cache import ResponseCache, request_key
+from promptopt.models.client import ModelClient
 from promptopt.models.fake import FakeModel
-from promptopt.runner import new_run_dir
+from promptopt.run.history import History
+from promptopt.run.rundir import new_run_dir
 from promptopt.testing import toy_model, write_toy_task
 
 PROPOSALS = ["Say the word.", "Reverse the word.", "Write the word out.", "Reverse the word, letter by letter."]
@@ -33,8 +34,9 @@ CHILD = textwrap.dedent(
     """
     import json, os, signal, sqlite3, sys
     import promptopt
-    from promptopt import cache as cache_module, history as history_module
-    from promptopt.cache import request_key
+    from promptopt.models import cache as cache_module
+    from promptopt.run import history as history_module
+    from promptopt.models.cache import request_key
     from promptopt.testing import TOY_SYSTEM, toy_model
 
     plan = json.loads(sys.argv[1])
@@ -181,7 +183,7 @@ def test_killed_runs_resume_to_the_same_result_paying_no_stored_call_twice(
 WRITER = textwrap.dedent(
     """
     import sys
-    from promptopt.cache import ResponseCache
+    from promptopt.models.cache import ResponseCache
     cache, index, rows = ResponseCache(sys.argv[1]), sys.argv[2], int(sys.argv[3])
     for j in range(0, rows, 5):
         own = {f"{index}-{k}": {"text": f"{index} {k}"} for k in range(j, j + 5)}

@@ -8,21 +8,14 @@ import pytest
 from typer.testing import CliRunner
 
 from promptopt import Example, Prompt, make_task
-from promptopt.budget import BudgetTracker
-from promptopt.client import ModelClient
-from promptopt.evaluation import Evaluator
-from promptopt.exceptions import ConfigError
-from promptopt.formats import (
-    Format,
-    apply_format,
-    format_spread,
-    format_variants,
-    has_options,
-    robust_score,
-    sample_formats,
-)
+from promptopt.core.exceptions import ConfigError
+from promptopt.core.template import PromptTemplate
+from promptopt.evaluation.evaluator import Evaluator
+from promptopt.evaluation.spread import format_spread
+from promptopt.models.budget import BudgetTracker
+from promptopt.models.client import ModelClient
 from promptopt.models.fake import FakeModel, last_user
-from promptopt.template import PromptTemplate
+from promptopt.prompts.formats import Format, apply_format, format_variants, has_options, robust_score, sample_formats
 
 SST2 = (
     "{{ instruction }}\n{% for d in demos %}\nReview: {{ d.sentence }}\nSentiment: {{ d.answer }}\n{% endfor %}"
@@ -113,7 +106,7 @@ def test_robust_score_and_variants():
 
 
 def test_cli_spread_prints_the_interval(tmp_path):
-    from promptopt.cli import app
+    from promptopt.cli.app import app
     from promptopt.testing import write_toy_task
 
     path = write_toy_task(tmp_path / "toy")

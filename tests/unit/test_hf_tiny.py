@@ -17,8 +17,9 @@ pytest.importorskip("transformers")
 
 import torch
 
-from promptopt.exceptions import ConfigError
-from promptopt.models.base import GenerationRequest, Message, ScoreRequest
+from promptopt.core.exceptions import ConfigError
+from promptopt.core.messages import Message
+from promptopt.models.base import GenerationRequest, ScoreRequest
 from promptopt.models.hf import HFModel, convert_once
 from promptopt.testing.tiny import build_tiny_llama
 
@@ -302,8 +303,8 @@ def test_fast_dtype_uses_bf16_only_with_native_support(model_dir: Path, monkeypa
 
 
 def test_demo_turns_are_the_shared_prefix_whose_kv_cache_is_reused(model: HFModel) -> None:
-    from promptopt.candidate import Prompt
-    from promptopt.data import Example
+    from promptopt.core.candidate import Prompt
+    from promptopt.core.data import Example
 
     demos = tuple(Example(id=f"d{i}", inputs={"q": f"demo question number {i}"}, target=f"a{i}") for i in range(3))
     prompt = Prompt(instruction="Answer the question.", template="{{ instruction }}\nQ: {{ q }}\nA:", demos=demos)
@@ -326,7 +327,8 @@ RACE = textwrap.dedent(
     """
     import json, os, sys, time
     from pathlib import Path
-    from promptopt.models.base import GenerationRequest, Message
+    from promptopt.models.base import GenerationRequest
+    from promptopt.core.messages import Message
     from promptopt.models.hf import HFModel, convert_once
     from promptopt.testing.tiny import build_tiny_llama
 

@@ -12,22 +12,16 @@ import pytest
 
 import promptopt
 from promptopt import Example, Prompt, make_task
-from promptopt.budget import BudgetTracker
-from promptopt.cache import ResponseCache
-from promptopt.client import ModelClient
-from promptopt.embeddings import TfidfEmbedder, minilm_available
-from promptopt.evaluation import Evaluator
-from promptopt.exceptions import ConfigError
-from promptopt.ics import (
-    InContextSampling,
-    diverse_sets,
-    majority_vote,
-    make_ics_prompt,
-    random_sets,
-    similar_sets,
-)
+from promptopt.core.exceptions import ConfigError
+from promptopt.core.sampling import InContextSampling
+from promptopt.evaluation.evaluator import Evaluator
 from promptopt.models.base import ScoreRequest
+from promptopt.models.budget import BudgetTracker
+from promptopt.models.cache import ResponseCache
+from promptopt.models.client import ModelClient
 from promptopt.models.fake import FakeModel, last_user
+from promptopt.prompts.embeddings import TfidfEmbedder, minilm_available
+from promptopt.prompts.ics import diverse_sets, majority_vote, make_ics_prompt, random_sets, render_all, similar_sets
 
 TEMPLATE = (
     "{{ instruction }}\n{% for d in demos %}\nText: {{ d.text }}\nLabel: {{ d.answer }}\n{% endfor %}"
@@ -212,7 +206,7 @@ def test_ics_prompt_round_trips_and_exports_its_demo_sets(tmp_path):
         else:
             sets = json.loads((out / "demo_sets.json").read_text())
             assert [len(s) for s in sets] == [2, 2, 2] and {"text", "answer"} <= set(sets[0][0])
-    assert len(p.render_all(task.test[:2])) == 2 and len(p.render_all(task.test[:1])[0]) == 3
+    assert len(render_all(p, task.test[:2])) == 2 and len(render_all(p, task.test[:1])[0]) == 3
 
 
 def test_k1_with_fixed_sets_is_a_plain_few_shot_prompt():
@@ -234,7 +228,7 @@ def test_ics_prompt_rejects_plain_demos_too():
 @pytest.mark.integration  # loads a 22M-parameter model (a few seconds)
 @pytest.mark.skipif(not minilm_available(), reason="all-MiniLM-L6-v2 (the embed extra) is not installed")
 def test_minilm_puts_paraphrases_closer_than_unrelated_text():
-    from promptopt.embeddings import dot, get_embedder
+    from promptopt.prompts.embeddings import dot, get_embedder
 
     a, b, c = get_embedder("minilm").embed(["The film was wonderful.", "A great movie!", "The car needs new tyres."])
     assert dot(a, b) > dot(a, c) + 0.2
@@ -259,7 +253,7 @@ def test_ics_optimizer_screens_combinations_and_promotes_the_best():
 def test_ics_sub_prompts_render_their_demos_as_chat_turns():
     p = replace(ics_prompt("vote"), demo_format="turns")
     ex = Example(id="q", inputs={"text": "a query"}, target="positive")
-    subs = p.render_all([ex])[0]
+    subs = render_all(p, [ex])[0]
     assert len(subs) == 3
     for messages, demo_set in zip(subs, SETS, strict=True):
         assert [m.role for m in messages] == ["system", "user", "assistant", "user", "assistant", "user"]
@@ -291,7 +285,7 @@ def test_ics_export_has_each_sub_prompts_chat_as_plain_data(tmp_path):
     specs = json.loads((out / "messages_sets.json").read_text())
     ex = Example(id="q", inputs={"text": "a query"}, target="positive")
     template = jinja2.Template((out / "template.jinja").read_text())
-    for spec, sub in zip(specs, p.render_all([ex])[0], strict=True):
+    for spec, sub in zip(specs, render_all(p, [ex])[0], strict=True):
         *literal, query = spec
         assert literal == [m.to_dict() for m in sub[:-1]] and query["demos"] is None
         assert template.render(instruction=query["instruction"], demos=[], **ex.inputs).strip() == sub[-1].content

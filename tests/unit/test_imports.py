@@ -20,7 +20,7 @@ MODULES = [
     "promptopt.testing",
     "promptopt.models",
     "promptopt.models.fake",
-    "promptopt.cli",
+    "promptopt.cli.app",
 ]
 FAKE_RUN = (
     "import promptopt\n"

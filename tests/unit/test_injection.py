@@ -16,11 +16,12 @@ import pytest
 
 import promptopt
 from promptopt import Budget, Example, FakeModel, Prompt, make_task
-from promptopt.budget import BudgetTracker
-from promptopt.candidate import DEFAULT_SYSTEM
-from promptopt.client import ModelClient
-from promptopt.evaluation import Evaluator
-from promptopt.models.base import GenerationRequest, Message
+from promptopt.core.candidate import DEFAULT_SYSTEM
+from promptopt.core.messages import Message
+from promptopt.evaluation.evaluator import Evaluator
+from promptopt.models.base import GenerationRequest
+from promptopt.models.budget import BudgetTracker
+from promptopt.models.client import ModelClient
 from promptopt.optimizers import PE2Optimizer
 from promptopt.optimizers.meta import PROPOSER_SYSTEM, extract_instruction, render_conversation
 from promptopt.testing import TOY_BEST_INSTRUCTION, TOY_SYSTEM, TOY_TEMPLATE, make_toy_task, toy_model

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 import promptopt.models
-from promptopt.exceptions import ConfigError
-from promptopt.models import GenerationRequest, Message, get_model
+from promptopt.core.exceptions import ConfigError
+from promptopt.core.messages import Message
+from promptopt.models import GenerationRequest, get_model
 from promptopt.models.litellm import LiteLLMModel, _load_litellm, _retry_after
 from promptopt.testing.openai_server import FAULT_KINDS, FaultRates, OpenAIServer, echo_responder
 

@@ -13,9 +13,9 @@ import pytest
 from test_cli import TASK_YAML, run, write_task
 
 import promptopt
-from promptopt.budget import MIN_CALLS_FOR_SHARE, BudgetTracker, ErrorLimit
-from promptopt.exceptions import ConfigError, TooManyErrors
+from promptopt.core.exceptions import ConfigError, TooManyErrors
 from promptopt.models.base import GenerationRequest, ScoreRequest
+from promptopt.models.budget import MIN_CALLS_FOR_SHARE, BudgetTracker, ErrorLimit
 from promptopt.models.fake import FakeModel, last_user
 from promptopt.testing.openai_server import OpenAIServer
 
@@ -58,7 +58,7 @@ def test_share_waits_for_enough_calls_and_count_does_not() -> None:
 
 def test_a_resumed_run_counts_failures_afresh(tmp_path: Path) -> None:
     """Failures before an interruption do not stop the resumed run (the endpoint may be back)."""
-    from promptopt.budget import Usage
+    from promptopt.models.budget import Usage
 
     tracker = BudgetTracker(path=tmp_path / "usage.json", max_errors=ErrorLimit.of("20%"))
     tracker.charge("task", Usage(calls=50, errors=50))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from promptopt import ConfigError, Example, UnknownComponentError
-from promptopt.metrics import METRICS, make_metric, normalize, parse_number, register_metric
+from promptopt.core.metrics import METRICS, make_metric, normalize, parse_number, register_metric
 
 
 def ex(target) -> Example:
@@ -130,7 +130,7 @@ def test_custom_metric_from_module_function(tmp_path, monkeypatch):
     assert m("ab", ex("x")) == 0.0
 
 
-@pytest.mark.parametrize("spec", ["no_such_module_xyz:f", "promptopt.metrics:no_such_function"])
+@pytest.mark.parametrize("spec", ["no_such_module_xyz:f", "promptopt.core.metrics:no_such_function"])
 def test_bad_custom_metric_raises_config_error(spec):
     with pytest.raises(ConfigError, match="cannot import custom metric"):
         make_metric(spec, source="task.yaml")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from promptopt import ConfigError, UnknownComponentError
-from promptopt.parsers import FirstLine, LabelSet, LastNumber, RegexParser, make_parser
+from promptopt.core.parsers import FirstLine, LabelSet, LastNumber, RegexParser, make_parser
 
 
 @pytest.mark.parametrize(

@@ -8,12 +8,12 @@ from collections.abc import Callable
 import pytest
 
 from promptopt import Example
-from promptopt.candidate import Prompt
-from promptopt.evaluation import EvalResult, ExampleRecord
-from promptopt.exceptions import ConfigError
+from promptopt.core.candidate import Prompt
+from promptopt.core.exceptions import ConfigError
+from promptopt.evaluation.evaluator import EvalResult, ExampleRecord
 from promptopt.optimizers.ape import APEConfig, APEOptimizer
 from promptopt.optimizers.pe2 import PE2Optimizer
-from promptopt.racing import Race, RacingConfig, sign_test, stage_sizes
+from promptopt.optimizers.racing import Race, RacingConfig, sign_test, stage_sizes
 from promptopt.testing import make_toy_task
 
 EXAMPLES = [Example(id=f"e{i}", inputs={"x": str(i)}, target="y") for i in range(40)]
@@ -108,11 +108,11 @@ def test_race_ends_when_every_candidate_lost_to_an_incumbent() -> None:
 
 
 def test_race_through_an_evaluator(clf_task) -> None:
-    from promptopt.budget import BudgetTracker
-    from promptopt.client import ModelClient
-    from promptopt.evaluation import Evaluator
+    from promptopt.evaluation.evaluator import Evaluator
+    from promptopt.models.budget import BudgetTracker
+    from promptopt.models.client import ModelClient
     from promptopt.models.fake import FakeModel, last_user
-    from promptopt.racing import race
+    from promptopt.optimizers.racing import race
 
     def fn(request) -> str:  # 'good' prompts answer right, 'bad' ones always say 'positive'
         user = last_user(request.messages)
@@ -136,7 +136,7 @@ def test_race_through_an_evaluator(clf_task) -> None:
 
 def test_beam_search_races_children_on_growing_minibatches() -> None:
     import promptopt
-    from promptopt.budget import Budget
+    from promptopt.models.budget import Budget
     from promptopt.testing import TOY_BEST_INSTRUCTION, TOY_PARTIAL_INSTRUCTION, scripted_proposer, toy_model
 
     replies = ["Say nothing at all.", TOY_PARTIAL_INSTRUCTION, "Write the word twice.", TOY_BEST_INSTRUCTION]
@@ -157,7 +157,7 @@ def test_beam_search_races_children_on_growing_minibatches() -> None:
 
 def test_ape_races_and_single_stage_keeps_one_fixed_minibatch() -> None:
     import promptopt
-    from promptopt.budget import Budget
+    from promptopt.models.budget import Budget
     from promptopt.testing import TOY_BEST_INSTRUCTION, TOY_PARTIAL_INSTRUCTION, scripted_proposer, toy_model
 
     task = make_toy_task(n_train=4, n_dev=24, n_test=2)

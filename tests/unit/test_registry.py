@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from promptopt import OPTIMIZERS, ConfigError, UnknownComponentError, load_optimizer
-from promptopt._registry import Registry
+from promptopt.core._registry import Registry
 from promptopt.optimizers import APEConfig, APEOptimizer, BaselineOptimizer
-from promptopt.presets import available_presets
+from promptopt.optimizers.presets import available_presets
 
 
 def test_unknown_optimizer_suggests_the_closest_name():

@@ -9,9 +9,9 @@ import pytest
 
 import promptopt
 from promptopt import Budget, BudgetExhausted, ConfigError, OptimizationResult, Prompt, load_optimizer, optimize
-from promptopt.cache import request_key
-from promptopt.callbacks import EvaluationProgress, RunFinished, RunStarted, TrialFinished
+from promptopt.models.cache import request_key
 from promptopt.optimizers import Optimizer
+from promptopt.run.callbacks import EvaluationProgress, RunFinished, RunStarted, TrialFinished
 from promptopt.testing import (
     TOY_BEST_INSTRUCTION,
     TOY_PARTIAL_INSTRUCTION,
@@ -101,7 +101,7 @@ def test_ape_finds_the_known_optimum(toy_task, tmp_run_dir):
     assert result.usage["total"]["calls"] - result.usage["by_role"]["report"]["calls"] <= 200
 
     # the lineage: seed -> induced 'Reverse the word.' -> paraphrased optimum
-    history = promptopt.history.History.load(tmp_run_dir / "history.jsonl")
+    history = promptopt.run.history.History.load(tmp_run_dir / "history.jsonl")
     by_id = {r.prompt.id: r.prompt for r in history}
     best = result.best_prompt
     assert best.origin == "ape:resample"
@@ -291,7 +291,7 @@ def reference(tmp_path_factory):
     """An uninterrupted run of the toy task: result, task model, proposer, history."""
     tmp = tmp_path_factory.mktemp("reference")
     ref, model, proposer = run_toy(write_toy_task(tmp / "toy"), tmp / "run", ":memory:")
-    return ref, model, proposer, promptopt.history.History.load(tmp / "run" / "history.jsonl")
+    return ref, model, proposer, promptopt.run.history.History.load(tmp / "run" / "history.jsonl")
 
 
 @pytest.mark.parametrize(
@@ -330,7 +330,7 @@ def test_resume_after_interrupt_redoes_no_finished_work(tmp_path, interrupt, ref
     assert resumed.best_prompt.instruction == TOY_BEST_INSTRUCTION
     for a, b in ((resumed.best_dev, ref.best_dev), (resumed.best_test, ref.best_test)):
         assert {**a, "calls": None} == {**b, "calls": None}  # 'calls' is what this evaluation paid
-    history = promptopt.history.History.load(run_dir / "history.jsonl")
+    history = promptopt.run.history.History.load(run_dir / "history.jsonl")
     assert essence(history) == essence(ref_history)
     # the replayed part keeps what it cost the first time, so spend-vs-score curves survive a resume
     assert [r.calls_so_far for r in history] == [r.calls_so_far for r in ref_history]
@@ -384,7 +384,7 @@ def test_resume_drops_a_torn_last_history_line(tmp_path, reference, caplog):
     assert "dropped the unreadable last line" in caplog.text
     assert resumed is not None and resumed.best_prompt == ref.best_prompt
     assert all(json.loads(line) for line in history.read_text().splitlines())
-    assert len(promptopt.history.History.load(history)) == ref.n_trials
+    assert len(promptopt.run.history.History.load(history)) == ref.n_trials
 
 
 @pytest.mark.parametrize(
@@ -524,7 +524,7 @@ def test_a_prompt_that_does_not_render_is_a_failed_trial_not_a_crash(toy_task):
 
 def test_failed_trial_is_recorded(toy_task, tmp_run_dir):
     optimize(toy_task, BrokenTemplateOptimizer(), toy_model(), cache=False, evaluate_test=False, run_dir=tmp_run_dir)
-    failed = [r for r in promptopt.history.History.load(tmp_run_dir / "history.jsonl") if r.status == "failed"]
+    failed = [r for r in promptopt.run.history.History.load(tmp_run_dir / "history.jsonl") if r.status == "failed"]
     assert len(failed) == 1
     assert "'nope' is undefined" in failed[0].error
     assert failed[0].result is None

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from promptopt.task import SPLITS, Task
-from promptopt.taskfile import load_task
+from promptopt.core.task import SPLITS, Task
+from promptopt.core.taskfile import load_task
 
 TASKS_DIR = Path(__file__).resolve().parents[2] / "tasks"
 BBH = [

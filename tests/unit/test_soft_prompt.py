@@ -21,10 +21,12 @@ from typer.testing import CliRunner
 
 import promptopt
 from promptopt import Budget, ConfigError, Example, FakeModel, Prompt, make_task
-from promptopt.budget import BudgetTracker
-from promptopt.cli import app
-from promptopt.client import ModelClient
-from promptopt.models.base import Message, ScoreRequest
+from promptopt.cli.app import app
+from promptopt.core.messages import Message
+from promptopt.core.task import GenerationConfig
+from promptopt.models.base import ScoreRequest
+from promptopt.models.budget import BudgetTracker
+from promptopt.models.client import ModelClient
 from promptopt.models.hf import HFModel
 from promptopt.models.soft import (
     SoftPromptModel,
@@ -34,10 +36,9 @@ from promptopt.models.soft import (
     save_soft_prompt,
     soft_prompted,
 )
+from promptopt.models.vectors import TaskPromptVector, VectorStore
 from promptopt.optimizers.soft_prompt import SoftPromptOptimizer
-from promptopt.task import GenerationConfig
 from promptopt.testing.tiny import build_tiny_llama
-from promptopt.vectors import TaskPromptVector, VectorStore
 
 TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from promptopt.evaluation import EvalResult, ExampleRecord, compare
-from promptopt.stats import (
+from promptopt.core.stats import (
     bootstrap_ci,
     interval_method,
     mcnemar_exact_p,
@@ -14,6 +13,7 @@ from promptopt.stats import (
     paired_comparison,
     wilson_interval,
 )
+from promptopt.evaluation.evaluator import EvalResult, ExampleRecord, compare
 
 
 @pytest.mark.parametrize(

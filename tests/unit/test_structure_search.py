@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 import promptopt
-from promptopt.exceptions import ConfigError
-from promptopt.presets import load_optimizer
+from promptopt.core.exceptions import ConfigError
+from promptopt.optimizers.presets import load_optimizer
 from promptopt.testing import TOY_BEST_INSTRUCTION, TOY_PARTIAL_INSTRUCTION, make_toy_task, toy_model
 
 optuna = pytest.importorskip("optuna")
@@ -71,7 +71,7 @@ def test_robust_objective_scores_each_trial_over_formats(tmp_run_dir):
     task = make_toy_task()
     opt = search(n_trials=6, robust="worst", n_robust_formats=3)
     result = promptopt.optimize(task, opt, toy_model(PROPOSALS), run_dir=tmp_run_dir, cache=False)
-    minibatch = [r for r in promptopt.history.History.load(tmp_run_dir / "history.jsonl") if not r.full]
+    minibatch = [r for r in promptopt.run.history.History.load(tmp_run_dir / "history.jsonl") if not r.full]
     assert len(minibatch) == 6 * 3  # every trial: the candidate under 3 formats
     done = trials(f"sqlite:///{tmp_run_dir / 'optuna.sqlite'}")
     for t, i in zip(done, range(0, 18, 3), strict=True):
@@ -90,7 +90,7 @@ def test_plain_points_are_the_first_trials(tmp_run_dir):
         {**plain, "demo_format": "turns"},
     ]
     assert opt.instructions[0] == task.instruction
-    history = promptopt.history.History.load(tmp_run_dir / "history.jsonl")
+    history = promptopt.run.history.History.load(tmp_run_dir / "history.jsonl")
     screened = [r for r in history if not r.full][:2]
     assert [(r.prompt.instruction, len(r.prompt.demos), r.prompt.demo_format) for r in screened] == [
         (task.instruction, 4, "inline"),
@@ -110,7 +110,7 @@ def test_tight_budgets_end_on_a_confirmed_candidate(tmp_path, robust, cached):
         budget = promptopt.Budget(max_calls=minimum + extra)
         result = promptopt.optimize(task, opt, toy_model(PROPOSALS), budget=budget, cache=cache, run_dir=run_dir,
                                     evaluate_test=False)  # fmt: skip
-        history = promptopt.history.History.load(run_dir / "history.jsonl")
+        history = promptopt.run.history.History.load(run_dir / "history.jsonl")
         assert result.search["confirmed"] >= 1, (extra, result.stop_reason)
         assert history[-1].full and history[-1].prompt.id != result.seed_prompt.id  # ended on a confirmation
         assert result.usage["total"]["calls"] <= minimum + extra
@@ -177,7 +177,7 @@ RUN = textwrap.dedent(
     import sqlite3, sys, time
     from pathlib import Path
     import promptopt
-    from promptopt.presets import load_optimizer
+    from promptopt.optimizers.presets import load_optimizer
     from promptopt.testing import make_toy_task, rule_model, toy_answer, TOY_SYSTEM
 
     def slow(user):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from promptopt import ConfigError, PromptTemplate, TemplateError
-from promptopt.template import render_string
+from promptopt.core.template import render_string
 
 
 def test_renders_instruction_inputs_and_demos():

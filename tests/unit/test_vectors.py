@@ -12,7 +12,7 @@ pytest.importorskip("torch")
 import torch
 
 from promptopt import ConfigError
-from promptopt.vectors import TaskPromptVector, VectorStore
+from promptopt.models.vectors import TaskPromptVector, VectorStore
 
 
 def vector(task: str, seed: int, *, base_model: str = "tiny", init_seed: int = 0) -> TaskPromptVector:

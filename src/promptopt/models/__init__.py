@@ -15,17 +15,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from promptopt.exceptions import ConfigError
-from promptopt.models.base import (
-    Capabilities,
-    Completion,
-    GenerationRequest,
-    Message,
-    Messages,
-    Model,
-    ScoreRequest,
-    Scores,
-)
+from promptopt.core.exceptions import ConfigError
+from promptopt.core.messages import Message, Messages
+from promptopt.models.base import Capabilities, Completion, GenerationRequest, Model, ScoreRequest, Scores
 
 SPEC_FORMS = (
     "smollm2",

@@ -12,17 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from promptopt.core.messages import Message, Messages
 
-@dataclass(frozen=True)
-class Message:
-    role: str
-    content: str
-
-    def to_dict(self) -> dict[str, str]:
-        return {"role": self.role, "content": self.content}
-
-
-Messages = tuple[Message, ...]
+__all__ = ["Capabilities", "Completion", "GenerationRequest", "Message", "Messages", "Model", "ScoreRequest", "Scores"]
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from promptopt.exceptions import ConfigError
-from promptopt.metrics import normalize
-from promptopt.models.base import Capabilities, Completion, GenerationRequest, Messages, ScoreRequest, Scores
+from promptopt.core.exceptions import ConfigError
+from promptopt.core.messages import Messages
+from promptopt.core.metrics import normalize
+from promptopt.models.base import Capabilities, Completion, GenerationRequest, ScoreRequest, Scores
 
 
 def _tokens(messages: Messages) -> int:

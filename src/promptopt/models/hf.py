@@ -57,10 +57,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from promptopt._imports import require
-from promptopt.cache import promptopt_home
-from promptopt.exceptions import ConfigError, MissingDependencyError
-from promptopt.models.base import Capabilities, Completion, GenerationRequest, Messages, ScoreRequest, Scores
+from promptopt.core._imports import require
+from promptopt.core.exceptions import ConfigError, MissingDependencyError
+from promptopt.core.messages import Messages
+from promptopt.models.base import Capabilities, Completion, GenerationRequest, ScoreRequest, Scores
+from promptopt.models.cache import promptopt_home
 
 torch = require("torch", extra="hf", feature="HFModel")
 transformers = require("transformers", extra="hf", feature="HFModel")

@@ -27,8 +27,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
-from promptopt._imports import require
-from promptopt.exceptions import ConfigError
+from promptopt.core._imports import require
+from promptopt.core.exceptions import ConfigError
 from promptopt.models.base import Capabilities, Completion, GenerationRequest, ScoreRequest, Scores
 
 _RESERVED = frozenset(

@@ -9,7 +9,7 @@ prompt's content digest, so cached responses never mix soft prompts.
 On disk a soft prompt is a PEFT prompt-tuning adapter directory that ``peft.PeftModel.from_pretrained(base,
 directory)`` loads (``adapter_config.json``, ``adapter_model.safetensors`` holding ``prompt_embeddings``),
 plus ``promptopt.json`` (base model, init, init seed, task, step). A directory is written once and never
-changed: the candidate's id hashes its weights (:func:`promptopt.candidate.soft_prompt_digest`).
+changed: the candidate's id hashes its weights (:func:`promptopt.core.candidate.soft_prompt_digest`).
 """
 
 from __future__ import annotations
@@ -25,11 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from promptopt._imports import require
-from promptopt.candidate import SOFT_PROMPT_WEIGHTS, soft_prompt_digest
-from promptopt.client import ModelClient
-from promptopt.exceptions import ConfigError
-from promptopt.models.base import Messages, Model
+from promptopt.core._imports import require
+from promptopt.core.candidate import SOFT_PROMPT_WEIGHTS, soft_prompt_digest
+from promptopt.core.exceptions import ConfigError
+from promptopt.core.messages import Messages
+from promptopt.models.base import Model
+from promptopt.models.client import ModelClient
 from promptopt.models.hf import HFModel
 
 torch = require("torch", extra="hf", feature="soft prompts")

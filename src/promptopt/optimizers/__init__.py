@@ -4,16 +4,9 @@
 from promptopt.optimizers.ape import APEConfig, APEOptimizer
 from promptopt.optimizers.apo import APOConfig, APOOptimizer
 from promptopt.optimizers.auto import AutoConfig, AutoOptimizer
-from promptopt.optimizers.base import (
-    OPTIMIZERS,
-    EvalRequest,
-    Optimizer,
-    OptimizerConfig,
-    RunContext,
-    RunState,
-    register_optimizer,
-)
+from promptopt.optimizers.base import OPTIMIZERS, Optimizer, register_optimizer
 from promptopt.optimizers.baseline import BaselineOptimizer
+from promptopt.optimizers.config import OptimizerConfig
 from promptopt.optimizers.feedback import FeedbackConfig, FeedbackOptimizer
 from promptopt.optimizers.fewshot import FewShotConfig, FewShotOptimizer
 from promptopt.optimizers.ics import ICSConfig, ICSOptimizer
@@ -21,6 +14,7 @@ from promptopt.optimizers.opro import OPROConfig, OPROOptimizer
 from promptopt.optimizers.pe2 import PE2Config, PE2Optimizer
 from promptopt.optimizers.soft_prompt import SoftPromptConfig, SoftPromptOptimizer
 from promptopt.optimizers.structure_search import StructureSearchConfig, StructureSearchOptimizer
+from promptopt.run.context import EvalRequest, RunContext, RunState
 
 __all__ = [
     "OPTIMIZERS",

@@ -3,7 +3,7 @@ Engineers").
 
 1. *Induce*: the proposer sees ``n_demos`` train input→output pairs (a fresh random subset per sample) and
    writes the instruction that would produce them; ``n_prompts`` samples.
-2. *Select*: candidates are raced on one dev sample (:mod:`promptopt.racing`: stages of ``minibatch_size``,
+2. *Select*: candidates are raced on one dev sample (:mod:`promptopt.optimizers.racing`: stages of ``minibatch_size``,
    x ``race_growth``, ...; candidates significantly worse than the leader drop out between stages); the
    ``top_k`` survivors go on to the full dev split.
 3. *Resample* (``resample_rounds`` > 0): the proposer writes ``n_resample`` paraphrases of each of the
@@ -25,15 +25,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from promptopt.candidate import Prompt
-from promptopt.optimizers.base import EvalRequest, Optimizer, RunContext, RunState, register_optimizer
+from promptopt.core.candidate import Prompt
+from promptopt.optimizers.base import Optimizer, register_optimizer
 from promptopt.optimizers.meta import Proposer, extract_instruction, format_example, render_meta_prompt
 from promptopt.optimizers.planning import affordable, eval_cost, race_confirmations, race_worst_case, subprompts
-from promptopt.racing import Race, RaceTotals, RacingConfig, incumbents_of
+from promptopt.optimizers.racing import Race, RaceTotals, RacingConfig, incumbents_of
+from promptopt.run.context import EvalRequest, RunContext, RunState
 
 if TYPE_CHECKING:
-    from promptopt.history import TrialRecord
-    from promptopt.task import Task
+    from promptopt.core.task import Task
+    from promptopt.run.history import TrialRecord
 
 logger = logging.getLogger(__name__)
 

@@ -36,14 +36,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from promptopt.optimizers.base import EvalRequest, Optimizer, OptimizerConfig, RunContext, RunState, register_optimizer
+from promptopt.optimizers.base import Optimizer, register_optimizer
+from promptopt.optimizers.config import OptimizerConfig
 from promptopt.optimizers.fewshot import FewShotOptimizer
-from promptopt.racing import RaceTotals
+from promptopt.optimizers.racing import RaceTotals
+from promptopt.run.context import EvalRequest, RunContext, RunState
 
 if TYPE_CHECKING:
-    from promptopt.candidate import Prompt
-    from promptopt.history import TrialRecord
-    from promptopt.task import Task
+    from promptopt.core.candidate import Prompt
+    from promptopt.core.task import Task
+    from promptopt.run.history import TrialRecord
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,7 +62,7 @@ class AutoConfig(OptimizerConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        from promptopt.exceptions import ConfigError
+        from promptopt.core.exceptions import ConfigError
 
         for name in ("fewshot_share", "soft_prompt_share"):
             if not 0 < getattr(self, name) <= 1:
@@ -122,7 +124,7 @@ class AutoOptimizer(Optimizer):
             ]
         stages = [(fewshot, c.fewshot_share, 0, "demonstrations")]
         if c.instruction_search:
-            from promptopt.presets import load_optimizer
+            from promptopt.optimizers.presets import load_optimizer
 
             stages.append((load_optimizer(c.instruction_search), 1.0, 0, "instruction search on the best prompt"))
         return stages
@@ -151,8 +153,8 @@ class AutoOptimizer(Optimizer):
         if not model.capabilities.trainable:
             self._note(f"soft prompt skipped: the task model {model.name!r} cannot be trained in process")
             return None
+        from promptopt.optimizers.presets import load_optimizer
         from promptopt.optimizers.soft_prompt import SoftPromptOptimizer
-        from promptopt.presets import load_optimizer
 
         soft = load_optimizer(c.soft_prompt, start_from="significant")
         assert isinstance(soft, SoftPromptOptimizer)

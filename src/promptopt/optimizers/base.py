@@ -3,7 +3,7 @@
 Contract:
 
 - ``setup(ctx)`` is called once with the :class:`RunContext` (task, evaluator, proposer client, seeded rng).
-- ``propose(state)`` returns new candidates: a :class:`~promptopt.candidate.Prompt` is evaluated on the
+- ``propose(state)`` returns new candidates: a :class:`~promptopt.core.candidate.Prompt` is evaluated on the
   full dev split, an :class:`EvalRequest` on the examples it names (a minibatch). An empty list ends the run.
   It must not change the task or earlier candidates. All randomness comes from ``ctx.rng``.
 - ``observe(state, records)`` receives the trial records of those candidates (per-example predictions,
@@ -22,96 +22,19 @@ Algorithm settings live in a frozen ``Config`` dataclass (every field has a defa
 from __future__ import annotations
 
 import dataclasses
-import random
-from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from promptopt._registry import Registry
-from promptopt.candidate import Prompt
-from promptopt.data import Example
-from promptopt.exceptions import ConfigError
+from promptopt.core._registry import Registry
+from promptopt.core.candidate import Prompt
+from promptopt.core.exceptions import ConfigError
+from promptopt.optimizers.config import OptimizerConfig
+from promptopt.run.context import EvalRequest, RunContext, RunState
 
 if TYPE_CHECKING:
-    from promptopt.client import ModelClient
-    from promptopt.evaluation import Evaluator
-    from promptopt.history import History, TrialRecord
-    from promptopt.racing import RaceTotals
-    from promptopt.task import Task
-
-
-@dataclass(frozen=True)
-class EvalRequest:
-    """Evaluate ``prompt`` on ``examples`` only (a minibatch), not on the full dev split."""
-
-    prompt: Prompt
-    examples: tuple[Example, ...]
-
-
-@dataclass
-class RunContext:
-    task: Task
-    evaluator: Evaluator
-    proposer: ModelClient
-    rng: random.Random
-    seed: int
-    run_dir: Path | None = None
-    planned_cap: int | None = None
-    """Planned calls at which this context's budget ends (a stage of a composite optimizer); None: the run's."""
-
-    def calls_left(self) -> int | None:
-        """Calls left to plan with (:meth:`~promptopt.budget.BudgetTracker.planned_left`; None: no call limit)."""
-        budget = self.evaluator.client.budget
-        left = budget.planned_left()
-        if self.planned_cap is None:
-            return left
-        capped = max(0, self.planned_cap - budget.planned)
-        return capped if left is None else min(left, capped)
-
-    def confirmation_cost(self, scored: int, subprompts: int = 1) -> int:
-        """Planned calls to score a candidate on the full dev split after it was scored on ``scored`` dev
-        examples (those are cache hits — unless the run has no cache, when they are paid again)."""
-        cached = self.evaluator.client.cache is not None
-        return subprompts * (len(self.task.dev) - (scored if cached else 0))
-
-
-@dataclass
-class RunState:
-    history: History
-    seed_record: TrialRecord
-    step: int = 0
-    stop_reason: str | None = None
-    rejected: Counter[str] = field(default_factory=Counter)
-    """Proposals discarded before evaluation, by reason (empty, duplicate, too_long, ...)."""
-    _stop_requested: bool = field(default=False, repr=False)
-
-    def reject(self, reason: str) -> None:
-        self.rejected[reason] += 1
-
-    def request_stop(self, reason: str = "stopped by a callback") -> None:
-        self._stop_requested = True
-        self.stop_reason = reason
-
-    @property
-    def stop_requested(self) -> bool:
-        return self._stop_requested
-
-    def best(self) -> TrialRecord:
-        return self.history.best() or self.seed_record
-
-
-@dataclass(frozen=True, kw_only=True)
-class OptimizerConfig:
-    """Base of every optimizer config: frozen, keyword-only, every field defaulted."""
-
-    def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            bounds = f.metadata.get("min")
-            if bounds is not None and value is not None and value < bounds:
-                raise ConfigError(f"must be >= {bounds}, got {value!r}", field=f.name)
+    from promptopt.core.task import Task
+    from promptopt.optimizers.racing import RaceTotals
+    from promptopt.run.history import TrialRecord
 
 
 class Optimizer:
@@ -180,6 +103,22 @@ class Optimizer:
 
 
 OPTIMIZERS: Registry[type[Optimizer]] = Registry("optimizer", group="promptopt.optimizers")
+"""Built-ins are listed here and imported on first use; third-party optimizers register through the entry-point
+group or :func:`register_optimizer`."""
+for _name, _where in (
+    ("ape", "promptopt.optimizers.ape:APEOptimizer"),
+    ("apo", "promptopt.optimizers.apo:APOOptimizer"),
+    ("auto", "promptopt.optimizers.auto:AutoOptimizer"),
+    ("baseline", "promptopt.optimizers.baseline:BaselineOptimizer"),
+    ("feedback", "promptopt.optimizers.feedback:FeedbackOptimizer"),
+    ("fewshot", "promptopt.optimizers.fewshot:FewShotOptimizer"),
+    ("ics", "promptopt.optimizers.ics:ICSOptimizer"),
+    ("opro", "promptopt.optimizers.opro:OPROOptimizer"),
+    ("pe2", "promptopt.optimizers.pe2:PE2Optimizer"),
+    ("soft_prompt", "promptopt.optimizers.soft_prompt:SoftPromptOptimizer"),
+    ("structure_search", "promptopt.optimizers.structure_search:StructureSearchOptimizer"),
+):
+    OPTIMIZERS.add(_name, _where)
 
 
 def register_optimizer(name: str):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from promptopt.candidate import Prompt
-from promptopt.optimizers.base import EvalRequest, Optimizer, RunState, register_optimizer
+from promptopt.core.candidate import Prompt
+from promptopt.optimizers.base import Optimizer, register_optimizer
+from promptopt.run.context import EvalRequest, RunState
 
 
 @register_optimizer("baseline")

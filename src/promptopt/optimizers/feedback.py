@@ -8,7 +8,7 @@ The paper gives the framing only (no code), so every mapping below is this modul
 the prompt, not of the sample; every measured prompt is also a full-dev candidate the runner can return).
 The error is ``e_t = setpoint - y_t``, and the dev examples the prompt gets wrong are the failures.
 
-**Controller.** :class:`promptopt.control.PID` with ``dt = 1`` per tick: ``u_t = Kp·e_t + Ki·Σe + Kd·D_t``,
+**Controller.** :class:`promptopt.optimizers.control.PID` with ``dt = 1`` per tick: ``u_t = Kp·e_t + Ki·Σe + Kd·D_t``,
 the integral clamped to ``|Ki·Σe| <= integral_limit`` and not advanced while ``u`` is above 1 (both
 anti-windup), ``D_t`` the error difference through a first-order low-pass (``derivative_filter``), 0 on
 the first tick.
@@ -69,18 +69,11 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from promptopt.candidate import Prompt
-from promptopt.control import PID, ControlStep, is_oscillating, settling_steps, step_response
-from promptopt.exceptions import ConfigError
-from promptopt.history import History, TrialRecord
-from promptopt.optimizers.base import (
-    EvalRequest,
-    Optimizer,
-    OptimizerConfig,
-    RunContext,
-    RunState,
-    register_optimizer,
-)
+from promptopt.core.candidate import Prompt
+from promptopt.core.exceptions import ConfigError
+from promptopt.optimizers.base import Optimizer, register_optimizer
+from promptopt.optimizers.config import OptimizerConfig
+from promptopt.optimizers.control import PID, ControlStep, is_oscillating, settling_steps, step_response
 from promptopt.optimizers.meta import (
     Proposer,
     extract_instruction,
@@ -88,9 +81,11 @@ from promptopt.optimizers.meta import (
     sample_failures,
     word_edit_distance,
 )
+from promptopt.run.context import EvalRequest, RunContext, RunState
+from promptopt.run.history import History, TrialRecord
 
 if TYPE_CHECKING:
-    from promptopt.control import StepResponse
+    from promptopt.optimizers.control import StepResponse
 
 logger = logging.getLogger(__name__)
 
@@ -506,7 +501,7 @@ def plot_trajectory(
     Three panels: the dev score per evaluation with the setpoint, the control signal per tick (e_t, the
     P/I/D terms and u_t), and the step size (words allowed vs words changed).
     """
-    from promptopt._imports import require
+    from promptopt.core._imports import require
 
     require("matplotlib", extra="bench", feature="plot_trajectory")
     import matplotlib

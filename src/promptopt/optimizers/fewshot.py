@@ -5,7 +5,7 @@ any backend. Demo sets:
 
 - ``labeled`` — ``k`` train examples with their reference answers (DSPy's ``LabeledFewShot``), picked ``random``
   (``n_draws`` different draws), ``diverse`` (label-balanced farthest points in embedding space,
-  :func:`promptopt.ics.diverse_sets`) or ``similar`` (per query, the nearest train examples: an In-Context
+  :func:`promptopt.prompts.ics.diverse_sets`) or ``similar`` (per query, the nearest train examples: an In-Context
   Sampling prompt with K = 1);
 - ``bootstrapped`` — DSPy's ``BootstrapFewShot``: a teacher (the best labeled candidate of the first race) answers
   up to ``bootstrap_pool`` train examples it does not show; those it gets right by the task's metric become demos
@@ -13,9 +13,9 @@ any backend. Demo sets:
   budget is scored on the full dev split directly.)
 
 each for every ``k`` in ``shots`` and every demo format in ``demo_formats`` (inline, or chat turns:
-:class:`~promptopt.candidate.Prompt`). Candidates are raced in priority order — per k in ``shots`` order, each
+:class:`~promptopt.core.candidate.Prompt`). Candidates are raced in priority order — per k in ``shots`` order, each
 selection's first draw; the bootstrapped sets once the first race has found the teacher; then further random
-draws — in chunks of ``chunk_size`` on one fixed dev sample (:mod:`promptopt.racing`; the seed prompt and
+draws — in chunks of ``chunk_size`` on one fixed dev sample (:mod:`promptopt.optimizers.racing`; the seed prompt and
 earlier survivors take part for free), and the ``top_k`` best survivors are confirmed on the full dev split.
 
 Budget plan (:mod:`promptopt.optimizers.planning`): the confirmations are reserved first; a chunk is raced only
@@ -31,18 +31,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
 
-from promptopt.candidate import DEMO_FORMATS, SEARCHED_DEMO_FORMATS, Prompt
-from promptopt.data import Example
-from promptopt.exceptions import ConfigError
-from promptopt.ics import make_ics_prompt
-from promptopt.optimizers.base import EvalRequest, Optimizer, RunContext, RunState, register_optimizer
+from promptopt.core.candidate import DEMO_FORMATS, SEARCHED_DEMO_FORMATS, Prompt
+from promptopt.core.data import Example
+from promptopt.core.exceptions import ConfigError
+from promptopt.optimizers.base import Optimizer, register_optimizer
 from promptopt.optimizers.ics import TupleSettingsMixin, check_choices
 from promptopt.optimizers.planning import affordable, race_confirmations, race_worst_case
-from promptopt.racing import Race, RaceTotals, RacingConfig, incumbents_of
+from promptopt.optimizers.racing import Race, RaceTotals, RacingConfig, incumbents_of
+from promptopt.prompts.ics import make_ics_prompt
+from promptopt.run.context import EvalRequest, RunContext, RunState
 
 if TYPE_CHECKING:
-    from promptopt.history import TrialRecord
-    from promptopt.task import Task
+    from promptopt.core.task import Task
+    from promptopt.run.history import TrialRecord
 
 SOURCES = ("labeled", "bootstrapped")
 SELECTIONS = ("random", "similar", "diverse")

@@ -2,7 +2,8 @@
 
 Every combination of the configured ``ks``, ``shots``, ``strategies``, ``aggregations`` and ``demo_formats``
 (demos inline or as chat turns in every sub-prompt) becomes an ICS prompt around the seed instruction
-(:func:`promptopt.ics.make_ics_prompt`, demos from the train split; K = 1 is a plain in-context-learning prompt).
+(:func:`promptopt.prompts.ics.make_ics_prompt`, demos from the train split; K = 1 is a plain in-context-learning
+prompt).
 They are screened on one dev minibatch, cheapest (smallest K × shots) first, and the ``top_k`` go on to the full
 dev split. The budget is planned (:mod:`promptopt.optimizers.planning`): the confirmations of the ``top_k`` are
 reserved first and only the candidates the rest pays for are screened, so a tight budget screens the cheap ones
@@ -10,7 +11,7 @@ and still confirms them. ``vote`` and ``confidence`` over the same demo sets sha
 cache.
 
 With ``robust`` = ``mean`` or ``worst`` a candidate's screening score is the mean or the minimum over
-``n_robust_formats`` FormatSpread formats (:mod:`promptopt.formats`) instead of its score as written.
+``n_robust_formats`` FormatSpread formats (:mod:`promptopt.prompts.formats`) instead of its score as written.
 """
 
 from __future__ import annotations
@@ -21,16 +22,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
-from promptopt.candidate import DEMO_FORMATS, SEARCHED_DEMO_FORMATS, Prompt
-from promptopt.exceptions import ConfigError
-from promptopt.formats import ROBUST_OBJECTIVES, Robust, format_variants, robust_score
-from promptopt.ics import AGGREGATIONS, STRATEGIES, make_ics_prompt
-from promptopt.optimizers.base import EvalRequest, Optimizer, OptimizerConfig, RunContext, RunState, register_optimizer
+from promptopt.core.candidate import DEMO_FORMATS, SEARCHED_DEMO_FORMATS, Prompt
+from promptopt.core.exceptions import ConfigError
+from promptopt.core.sampling import AGGREGATIONS, STRATEGIES
+from promptopt.optimizers.base import Optimizer, register_optimizer
+from promptopt.optimizers.config import OptimizerConfig
 from promptopt.optimizers.planning import affordable, eval_cost, subprompts, top_confirmation_cost
+from promptopt.prompts.formats import ROBUST_OBJECTIVES, Robust, format_variants, robust_score
+from promptopt.prompts.ics import make_ics_prompt
+from promptopt.run.context import EvalRequest, RunContext, RunState
 
 if TYPE_CHECKING:
-    from promptopt.history import TrialRecord
-    from promptopt.task import Task
+    from promptopt.core.task import Task
+    from promptopt.run.history import TrialRecord
 
 
 def check_choices(values: Sequence[str], allowed: Sequence[str], name: str) -> None:

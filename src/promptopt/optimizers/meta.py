@@ -9,7 +9,7 @@ text from a possibly tiny model:
 
 The meta-prompt family (``pe2``, ``apo``, ``opro``) shares one search, :class:`BeamSearchOptimizer`:
 beam selection over full-dev scores (:func:`select_beam`), failures from a train batch per parent
-(:func:`sample_failures`), racing of children on growing dev minibatches (:mod:`promptopt.racing`)
+(:func:`sample_failures`), racing of children on growing dev minibatches (:mod:`promptopt.optimizers.racing`)
 before the full dev split, and the optimization history of a prompt's lineage (:func:`lineage`). Each
 member only writes its meta-prompts (:meth:`BeamSearchOptimizer.children`).
 """
@@ -28,19 +28,21 @@ from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from promptopt.client import ModelClient
-from promptopt.data import Example
-from promptopt.exceptions import ConfigError
-from promptopt.models.base import GenerationRequest, Message
-from promptopt.optimizers.base import EvalRequest, Optimizer, RunContext, RunState
+from promptopt.core.data import Example
+from promptopt.core.exceptions import ConfigError
+from promptopt.core.messages import Message
+from promptopt.core.template import PromptTemplate, render_string
+from promptopt.models.base import GenerationRequest
+from promptopt.models.client import ModelClient
+from promptopt.optimizers.base import Optimizer
 from promptopt.optimizers.planning import affordable, eval_cost, subprompts
-from promptopt.racing import Race, RaceTotals, RacingConfig, incumbents_of
-from promptopt.template import PromptTemplate, render_string
+from promptopt.optimizers.racing import Race, RaceTotals, RacingConfig, incumbents_of
+from promptopt.run.context import EvalRequest, RunContext, RunState
 
 if TYPE_CHECKING:
-    from promptopt.candidate import Prompt
-    from promptopt.history import History, TrialRecord
-    from promptopt.task import Task
+    from promptopt.core.candidate import Prompt
+    from promptopt.core.task import Task
+    from promptopt.run.history import History, TrialRecord
 
 logger = logging.getLogger(__name__)
 

@@ -24,12 +24,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from promptopt.optimizers.base import RunState, register_optimizer
+from promptopt.optimizers.base import register_optimizer
 from promptopt.optimizers.meta import BeamSearchOptimizer, SearchConfig, render_conversation
+from promptopt.run.context import RunState
 
 if TYPE_CHECKING:
-    from promptopt.candidate import Prompt
-    from promptopt.history import TrialRecord
+    from promptopt.core.candidate import Prompt
+    from promptopt.run.history import TrialRecord
 
 
 @dataclass(frozen=True, kw_only=True)

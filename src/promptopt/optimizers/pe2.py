@@ -48,8 +48,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from promptopt.exceptions import ConfigError
-from promptopt.optimizers.base import RunState, register_optimizer
+from promptopt.core.exceptions import ConfigError
+from promptopt.optimizers.base import register_optimizer
 from promptopt.optimizers.meta import (
     BeamSearchOptimizer,
     Failure,
@@ -59,10 +59,11 @@ from promptopt.optimizers.meta import (
     lineage,
     render_conversation,
 )
+from promptopt.run.context import RunState
 
 if TYPE_CHECKING:
-    from promptopt.candidate import Prompt
-    from promptopt.history import TrialRecord
+    from promptopt.core.candidate import Prompt
+    from promptopt.run.history import TrialRecord
 
 
 MetaPromptStyle = Literal["paper", "compact"]

@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
-from promptopt.candidate import Prompt
-from promptopt.exceptions import ConfigError
+from promptopt.core.candidate import Prompt
+from promptopt.core.exceptions import ConfigError
 
 if TYPE_CHECKING:
-    from promptopt.optimizers.base import RunContext
+    from promptopt.run.context import RunContext
 
 T = TypeVar("T")
 

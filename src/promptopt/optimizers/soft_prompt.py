@@ -21,7 +21,7 @@ are the prompt, virtual and target tokens. Dev evaluations cost one call per exa
 state (soft prompt, AdamW and schedule state, data position) is saved after every step. A resumed run re-proposes the
 saved checkpoints (their scores come from the cache) and continues training from the saved state.
 
-**Task prompt vectors** (:mod:`promptopt.vectors`, needs a seeded ``init``): ``tpv`` starts from the init
+**Task prompt vectors** (:mod:`promptopt.models.vectors`, needs a seeded ``init``): ``tpv`` starts from the init
 plus a weighted sum of stored task vectors (``{task: weight}``, or ``"all"``: every other task stored for
 this base model, init and seed, weight 1, or the plain init when there is none yet); ``save_vector`` stores
 this task's vector (best checkpoint − init) after each new best.
@@ -39,23 +39,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from promptopt.budget import Usage
-from promptopt.cache import promptopt_home
-from promptopt.candidate import Prompt
-from promptopt.exceptions import ConfigError
-from promptopt.optimizers.base import (
-    EvalRequest,
-    Optimizer,
-    OptimizerConfig,
-    RunContext,
-    RunState,
-    register_optimizer,
-)
+from promptopt.core.candidate import Prompt
+from promptopt.core.exceptions import ConfigError
+from promptopt.models.budget import Usage
+from promptopt.models.cache import promptopt_home
+from promptopt.optimizers.base import Optimizer, register_optimizer
+from promptopt.optimizers.config import OptimizerConfig
+from promptopt.run.context import EvalRequest, RunContext, RunState
 
 if TYPE_CHECKING:
-    from promptopt.data import Example
-    from promptopt.history import TrialRecord
-    from promptopt.task import Task
+    from promptopt.core.data import Example
+    from promptopt.core.task import Task
+    from promptopt.run.history import TrialRecord
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +169,7 @@ class SoftPromptOptimizer(Optimizer):
             self.notes = (*self.notes, "soft prompt trained under the seed prompt: still the best so far")
             return seed.prompt
         if how == "significant":
-            from promptopt.evaluation import compare
+            from promptopt.evaluation.evaluator import compare
 
             assert seed.result is not None and best.result is not None
             gain = compare(seed.result, best.result)
@@ -242,13 +237,13 @@ class SoftPromptOptimizer(Optimizer):
         return vector.apply(values)
 
     def _store(self) -> Any:
-        from promptopt.vectors import VectorStore
+        from promptopt.models.vectors import VectorStore
 
         return VectorStore(self.config.tpv_store)
 
     def _save_vector(self, path: Path) -> None:
         from promptopt.models.soft import base_model_id, init_embeddings, load_soft_prompt
-        from promptopt.vectors import TaskPromptVector
+        from promptopt.models.vectors import TaskPromptVector
 
         c = self.config
         init = init_embeddings(self.base, c.n_tokens, c.init, seed=c.init_seed)

@@ -7,9 +7,9 @@ Search space (one categorical parameter each, conditional where it only matters 
   (:func:`~promptopt.optimizers.meta.screen_proposals`: no chatter, no copied input or meta-prompt line, at most
   ``max_words``; rejections are counted in the result);
 - ``shots`` (0 = zero-shot), ``demo_seed`` (which random draw of demos), ``demo_format`` (inline or chat turns,
-  :attr:`~promptopt.candidate.Prompt.demo_format`) and for In-Context Sampling ``k``, ``strategy`` and
-  ``aggregation`` (:mod:`promptopt.ics`);
-- ``format`` — one of ``n_formats`` FormatSpread formats (:mod:`promptopt.formats`; 0 = as written).
+  :attr:`~promptopt.core.candidate.Prompt.demo_format`) and for In-Context Sampling ``k``, ``strategy`` and
+  ``aggregation`` (:mod:`promptopt.prompts.ics`);
+- ``format`` — one of ``n_formats`` FormatSpread formats (:mod:`promptopt.prompts.formats`; 0 = as written).
 
 A new study first runs the plain points, queued ahead of TPE's own trials (they count towards
 ``n_startup_trials``): the seed instruction as written, zero-shot and with k demos (the largest configured
@@ -53,10 +53,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from promptopt._imports import require
-from promptopt.candidate import DEMO_FORMATS, SEARCHED_DEMO_FORMATS, Prompt
-from promptopt.exceptions import ConfigError
-from promptopt.formats import (
+from promptopt.core._imports import require
+from promptopt.core.candidate import DEMO_FORMATS, SEARCHED_DEMO_FORMATS, Prompt
+from promptopt.core.exceptions import ConfigError
+from promptopt.core.messages import Message
+from promptopt.core.sampling import AGGREGATIONS, STRATEGIES
+from promptopt.optimizers.base import Optimizer, register_optimizer
+from promptopt.optimizers.config import OptimizerConfig
+from promptopt.optimizers.ics import TupleSettingsMixin, check_choices
+from promptopt.optimizers.meta import Proposer, format_example, render_meta_prompt, score_on, screen_proposals
+from promptopt.optimizers.planning import affordable, eval_cost, subprompts
+from promptopt.prompts.formats import (
     ROBUST_OBJECTIVES,
     Robust,
     apply_format,
@@ -65,16 +72,12 @@ from promptopt.formats import (
     robust_score,
     sample_formats,
 )
-from promptopt.ics import AGGREGATIONS, STRATEGIES, make_ics_prompt
-from promptopt.models.base import Message
-from promptopt.optimizers.base import EvalRequest, Optimizer, OptimizerConfig, RunContext, RunState, register_optimizer
-from promptopt.optimizers.ics import TupleSettingsMixin, check_choices
-from promptopt.optimizers.meta import Proposer, format_example, render_meta_prompt, score_on, screen_proposals
-from promptopt.optimizers.planning import affordable, eval_cost, subprompts
+from promptopt.prompts.ics import make_ics_prompt
+from promptopt.run.context import EvalRequest, RunContext, RunState
 
 if TYPE_CHECKING:
-    from promptopt.history import TrialRecord
-    from promptopt.task import Task
+    from promptopt.core.task import Task
+    from promptopt.run.history import TrialRecord
 
 MAX_MISSES = 3
 """TPE trials a run may fail for not fitting the budget before it stops asking (cheaper points may still fit)."""

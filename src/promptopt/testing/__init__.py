@@ -31,10 +31,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from promptopt.data import Example
+from promptopt.core.data import Example
+from promptopt.core.task import Task, make_task
 from promptopt.models.base import GenerationRequest
 from promptopt.models.fake import FakeModel, last_user
-from promptopt.task import Task, make_task
 
 TOY_WORDS = (
     "cat", "dog", "sun", "map", "pen", "cup", "box", "jam",

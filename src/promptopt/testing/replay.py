@@ -24,8 +24,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from promptopt._files import write_text_atomic
-from promptopt.exceptions import PromptOptError
+from promptopt.core._files import write_text_atomic
+from promptopt.core.exceptions import PromptOptError
 from promptopt.models.base import Capabilities, Completion, GenerationRequest, Model, ScoreRequest, Scores
 from promptopt.models.fake import last_user
 

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import promptopt
-from promptopt.budget import Budget
 from promptopt.models.base import GenerationRequest
+from promptopt.models.budget import Budget
 from promptopt.models.fake import FakeModel, last_user
 from promptopt.optimizers import Optimizer
-from promptopt.result import OptimizationResult
+from promptopt.run.result import OptimizationResult
 from promptopt.testing import (
     TOY_BEST_INSTRUCTION,
     TOY_PARTIAL_INSTRUCTION,

@@ -12,11 +12,11 @@ import pytest
 
 import promptopt
 from promptopt import Budget, ConfigError, OptimizationResult, load_optimizer
-from promptopt.callbacks import TrialFinished
-from promptopt.history import History
+from promptopt.core.task import Task
 from promptopt.models.fake import FakeModel
 from promptopt.optimizers import APEOptimizer
-from promptopt.task import Task
+from promptopt.run.callbacks import TrialFinished
+from promptopt.run.history import History
 from promptopt.testing import (
     TOY_BEST_INSTRUCTION,
     TOY_PARTIAL_INSTRUCTION,

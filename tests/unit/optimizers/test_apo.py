@@ -9,7 +9,7 @@ from typing import Any
 from meta_family_support import ANALYSIS, history_rows, run, scripted_editor
 
 from promptopt.optimizers import APOOptimizer
-from promptopt.presets import load_optimizer
+from promptopt.optimizers.presets import load_optimizer
 from promptopt.testing import TOY_BEST_INSTRUCTION, TOY_PARTIAL_INSTRUCTION, TOY_SEED_INSTRUCTION
 
 FAST: dict[str, Any] = {"minibatch_size": 6}

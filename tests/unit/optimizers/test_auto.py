@@ -41,7 +41,7 @@ def test_auto_stages_stay_within_their_share_and_the_run_within_its_budget():
 def test_auto_is_the_cli_default_optimizer():
     import inspect
 
-    from promptopt.cli import optimize
+    from promptopt.cli.app import optimize
 
     assert inspect.signature(optimize).parameters["optimizer"].default == "auto"
 
@@ -74,12 +74,12 @@ def test_auto_skips_a_soft_prompt_the_budget_cannot_train_and_gives_the_search_t
 def test_auto_trains_its_soft_prompt_under_the_seed_unless_the_best_is_significantly_better():
     import dataclasses
 
-    from promptopt.budget import BudgetTracker
-    from promptopt.evaluation import Evaluator
-    from promptopt.history import History, TrialRecord
+    from promptopt.evaluation.evaluator import Evaluator
+    from promptopt.models.budget import BudgetTracker
     from promptopt.models.fake import FakeModel
-    from promptopt.optimizers.base import RunState
     from promptopt.optimizers.soft_prompt import SoftPromptOptimizer
+    from promptopt.run.context import RunState
+    from promptopt.run.history import History, TrialRecord
 
     task = make_toy_task(n_train=4, n_dev=16, n_test=4)
     right = {ex.inputs["word"]: ex.target for ex in task.dev}

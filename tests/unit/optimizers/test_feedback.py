@@ -19,10 +19,10 @@ import pytest
 
 import promptopt
 from promptopt import Budget, Example, make_task
-from promptopt.control import step_response
-from promptopt.exceptions import ConfigError
+from promptopt.core.exceptions import ConfigError
 from promptopt.models.base import GenerationRequest
 from promptopt.models.fake import FakeModel, last_user
+from promptopt.optimizers.control import step_response
 from promptopt.optimizers.feedback import (
     FeedbackConfig,
     FeedbackOptimizer,
@@ -120,7 +120,7 @@ def states(run_dir) -> list[int]:
 
 
 def history(run_dir) -> list:
-    from promptopt.history import History
+    from promptopt.run.history import History
 
     return History.load(run_dir / "history.jsonl")
 

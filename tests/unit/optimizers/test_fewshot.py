@@ -76,7 +76,7 @@ def test_a_tight_budget_still_confirms_the_best_candidates(task):
     seen = []
     cache = promptopt.ResponseCache(":memory:")
     result = run(task, budget=Budget(max_calls=12 + 30), callbacks=[seen.append], cache=cache)
-    trials = [e.record for e in seen if isinstance(e, promptopt.callbacks.TrialFinished)]
+    trials = [e.record for e in seen if isinstance(e, promptopt.run.callbacks.TrialFinished)]
     assert result.search["confirmed"] == 2  # top_k: both reserved confirmations happened
     assert trials[-1].full and trials[-2].full  # the run ended on them, not cut off mid-race
     assert result.usage["by_role"]["task"]["calls"] <= 42
@@ -111,7 +111,7 @@ def _history(task, fn):
         FakeModel(fn=fn, name="fake:upper"),
         budget=Budget(max_calls=400),
         cache=False,
-        callbacks=[lambda e: seen.append(e.record) if isinstance(e, promptopt.callbacks.TrialFinished) else None],
+        callbacks=[lambda e: seen.append(e.record) if isinstance(e, promptopt.run.callbacks.TrialFinished) else None],
     )
     return seen
 

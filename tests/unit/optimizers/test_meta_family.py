@@ -16,17 +16,15 @@ from meta_family_support import history_rows, run, scripted_editor
 from typer.testing import CliRunner
 
 import promptopt
-from promptopt.budget import Budget
-from promptopt.callbacks import TrialFinished
-from promptopt.cli import app
-from promptopt.data import Example
-from promptopt.evaluation import EvalResult, ExampleRecord
-from promptopt.exceptions import ConfigError
-from promptopt.history import History, TrialRecord
-from promptopt.models.base import GenerationRequest, Message, Model
+from promptopt.cli.app import app
+from promptopt.core.data import Example
+from promptopt.core.exceptions import ConfigError
+from promptopt.core.messages import Message
+from promptopt.evaluation.evaluator import EvalResult, ExampleRecord
+from promptopt.models.base import GenerationRequest, Model
+from promptopt.models.budget import Budget
 from promptopt.models.fake import FakeModel
 from promptopt.optimizers import OPTIMIZERS, APOOptimizer, OPROOptimizer, PE2Optimizer
-from promptopt.optimizers.base import RunState
 from promptopt.optimizers.meta import (
     extract_instruction,
     full_template,
@@ -36,7 +34,10 @@ from promptopt.optimizers.meta import (
     screen_proposals,
     select_beam,
 )
-from promptopt.presets import load_optimizer
+from promptopt.optimizers.presets import load_optimizer
+from promptopt.run.callbacks import TrialFinished
+from promptopt.run.context import RunState
+from promptopt.run.history import History, TrialRecord
 from promptopt.testing import (
     TOY_BEST_INSTRUCTION,
     TOY_PARTIAL_INSTRUCTION,

@@ -1,0 +1,5 @@
+"""``python -m promptopt.cli``."""
+
+from promptopt.cli.app import main
+
+main()
