@@ -500,7 +500,7 @@ def test_callback_can_stop_the_run(toy_task):
 
     result, _, _ = run_ape(toy_task, callbacks=[stop_after_first_full_candidate])
     assert result.stop_reason == "good enough"
-    assert result.n_trials == 6  # seed, 3 minibatch screens, then the 2 promoted candidates of that step
+    assert result.n_trials == 5  # seed, 3 minibatch screens, then the first promoted candidate: it stops there
 
 
 class BrokenTemplateOptimizer(Optimizer):

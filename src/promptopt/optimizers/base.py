@@ -1,19 +1,21 @@
 """The optimizer protocol. The runner owns the loop; an optimizer is only its algorithm.
 
-Contract:
+An optimizer implements :meth:`Optimizer.run`: given a :class:`~promptopt.run.context.RunContext` it proposes
+candidates and scores them with ``ctx.evaluate(prompt)`` (full dev) or ``ctx.evaluate(prompt, examples)`` (a
+minibatch), top to bottom as its paper describes, and returns why it stopped. Every evaluation is a trial the
+runner records (history, callbacks, resume), charged to the one budget and answered from the one cache; the
+runner stops the run when the budget cannot pay a call (:class:`~promptopt.core.exceptions.BudgetExhausted`) or a
+callback asks (:class:`~promptopt.run.context.StopRun`). All randomness comes from ``ctx.rng``; the task and
+earlier candidates are never changed.
 
-- ``setup(ctx)`` is called once with the :class:`RunContext` (task, evaluator, proposer client, seeded rng).
-- ``propose(state)`` returns new candidates: a :class:`~promptopt.core.candidate.Prompt` is evaluated on the
-  full dev split, an :class:`EvalRequest` on the examples it names (a minibatch). An empty list ends the run.
-  It must not change the task or earlier candidates. All randomness comes from ``ctx.rng``.
-- ``observe(state, records)`` receives the trial records of those candidates (per-example predictions,
-  scores and errors), in the same order.
-- ``should_stop(state)`` may end the run early.
-- ``min_calls(task)`` (optional) is the fewest calls beyond the seed prompt's dev evaluation the optimizer
-  needs to screen and confirm one candidate; the runner refuses a smaller call budget before spending anything.
+Ask/tell style is the alternative: implement ``propose(state)`` (candidates; an empty list ends the run),
+``observe(state, records)`` and optionally ``should_stop(state)``, and the default :meth:`Optimizer.run` drives
+them (``setup(ctx)`` is called first).
 
-Optimizers that screen candidates on minibatches plan with :meth:`RunContext.calls_left` so that their best
-candidates are always confirmed on the full dev split before the budget runs out (:mod:`promptopt.optimizers.planning`).
+``min_calls(task)`` (optional) is the fewest calls beyond the seed prompt's dev evaluation the optimizer needs to
+screen and confirm one candidate; the runner refuses a smaller call budget before spending anything. Optimizers
+that screen on minibatches plan with :meth:`RunContext.calls_left` so that their best candidates are confirmed on
+the full dev split before the budget runs out (:mod:`promptopt.optimizers.planning`).
 
 Algorithm settings live in a frozen ``Config`` dataclass (every field has a default); run settings
 (budget, seed, models) go to :func:`promptopt.optimize`.
@@ -29,7 +31,7 @@ from promptopt.core._registry import Registry
 from promptopt.core.candidate import Prompt
 from promptopt.core.exceptions import ConfigError
 from promptopt.optimizers.config import OptimizerConfig
-from promptopt.run.context import EvalRequest, RunContext, RunState
+from promptopt.run.context import EvalRequest, RunContext, RunState, StopRun
 
 if TYPE_CHECKING:
     from promptopt.core.task import Task
@@ -85,11 +87,28 @@ class Optimizer:
         return f"{type(self).__name__}({args})"
 
     # -- the protocol ---------------------------------------------------------------------------
+    def run(self, ctx: RunContext) -> str | None:
+        """Optimize within ``ctx``; return why the search ended (None: it finished). Default: drive the ask/tell
+        methods (``setup``, then ``should_stop`` / ``propose`` / ``observe`` until a stop or no proposals)."""
+        self.setup(ctx)
+        state = ctx.state
+        while True:
+            if state.stop_requested:
+                raise StopRun(state.stop_reason or "stopped")
+            if self.should_stop(state):
+                return state.stop_reason or "optimizer converged"
+            state.step += 1
+            proposals = self.propose(state)
+            if not proposals:
+                return state.stop_reason
+            self.observe(state, ctx.record(proposals))
+
+    # -- ask/tell style -----------------------------------------------------------------------------------------
     def setup(self, ctx: RunContext) -> None:
         self.ctx = ctx
 
     def propose(self, state: RunState) -> Sequence[Prompt | EvalRequest]:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} implements neither run(ctx) nor propose(state)")
 
     def observe(self, state: RunState, records: Sequence[TrialRecord]) -> None:
         """Default: nothing to learn."""

@@ -282,7 +282,7 @@ class FeedbackOptimizer(Optimizer):
     def _save(self) -> None:
         """Write every tick so far (including trailing holds and the last tick, which no candidate carries)
         to ``<run_dir>/feedback_trajectory.json``."""
-        if self.ctx.run_dir is None:
+        if self.ctx.artifacts is None:
             return
         c = self.config
         payload = {
@@ -293,7 +293,7 @@ class FeedbackOptimizer(Optimizer):
             "stop": self._stop,
             "ticks": self.trajectory,
         }
-        (self.ctx.run_dir / TRAJECTORY_FILE).write_text(json.dumps(payload, indent=1) + "\n")
+        (self.ctx.artifacts / TRAJECTORY_FILE).write_text(json.dumps(payload, indent=1) + "\n")
 
     @property
     def trajectory(self) -> list[dict[str, Any]]:

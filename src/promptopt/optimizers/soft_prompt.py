@@ -127,8 +127,8 @@ class SoftPromptOptimizer(Optimizer):
         self.base = trainable_model(ctx.evaluator.client.model, purpose="the soft_prompt optimizer")
         self.budget = ctx.evaluator.client.budget
         self.folder = (
-            ctx.run_dir / "soft_prompt"
-            if ctx.run_dir is not None
+            ctx.artifacts / "soft_prompt"
+            if ctx.artifacts is not None
             else promptopt_home() / "soft_prompts" / f"{ctx.task.name}-{os.urandom(4).hex()}"
         )
         self.replay = sorted(self.folder.glob("step-*")) if self.folder.is_dir() else []

@@ -166,8 +166,9 @@ class StructureSearchOptimizer(TupleSettingsMixin, Optimizer):
         optuna = require("optuna", extra="optuna", feature="the structure_search optimizer")
         self.optuna = optuna
         c = self.config
-        self.worker = c.worker or (str(ctx.run_dir.resolve()) if ctx.run_dir else f"pid{os.getpid()}-{uuid.uuid4()}")
-        url = c.storage or (f"sqlite:///{ctx.run_dir.resolve() / 'optuna.sqlite'}" if ctx.run_dir else None)
+        here = str(ctx.artifacts.resolve()) if ctx.artifacts else f"pid{os.getpid()}-{uuid.uuid4()}"
+        self.worker = c.worker or here
+        url = c.storage or (f"sqlite:///{ctx.artifacts.resolve() / 'optuna.sqlite'}" if ctx.artifacts else None)
         # several workers on one SQLite file wait for each other's writes instead of failing at once
         engine = {"connect_args": {"timeout": 60}} if url and url.startswith("sqlite") else None
         self.storage = (

@@ -22,7 +22,7 @@ from promptopt.core.task import Task
 from promptopt.evaluation.evaluator import EvalResult, Evaluator, Mode, compare
 from promptopt.models.client import ModelClient
 from promptopt.run.callbacks import Callback, EvaluationProgress, Event, TrialFinished
-from promptopt.run.context import EvalRequest, RunContext, RunnableOptimizer, RunState
+from promptopt.run.context import EvalRequest, RunContext, RunnableOptimizer, RunState, StopRun
 from promptopt.run.history import History, TrialRecord
 from promptopt.run.result import OptimizationResult
 from promptopt.run.rundir import versions
@@ -66,14 +66,8 @@ class Run:
         self.label = "seed"
         self.evaluator = Evaluator(task, client, mode=mode, progress=self._progress)
         self.history = History(run_dir / "history.jsonl" if run_dir else None, previous=self.replay)
-        self.ctx = RunContext(
-            task=task,
-            evaluator=self.evaluator,
-            proposer=proposer,
-            rng=random.Random(seed),
-            seed=seed,
-            run_dir=run_dir,
-        )
+        self.proposer = proposer
+        self.seed = seed
         self.state: RunState | None = None
 
     def emit(self, event: Event) -> None:
@@ -153,25 +147,22 @@ class Run:
         require_score(seed_record.result, self.client)
         self.state = state = RunState(history=self.history, seed_record=seed_record)
         self.emit(TrialFinished(record=seed_record, state=state, budget=self.client.budget))
-        stop_reason = "optimizer finished"
+        ctx = RunContext(
+            task=self.task,
+            evaluator=self.evaluator,
+            proposer=self.proposer,
+            rng=random.Random(self.seed),
+            seed=self.seed,
+            state=state,
+            trial=self.trial,
+            artifacts=self.run_dir,
+        )
+        # no budget check here: the client stops at the first call the budget cannot pay, so evaluations the
+        # cache answers for free (e.g. confirming a candidate on dev examples it was screened on) still run
         try:
-            self.optimizer.setup(self.ctx)
-            # no budget check here: the client stops at the first call the budget cannot pay, so evaluations
-            # the cache answers for free (e.g. confirming a candidate on dev examples it was screened on) still run
-            while True:
-                if state.stop_requested:
-                    stop_reason = state.stop_reason or "stopped"
-                    break
-                if self.optimizer.should_stop(state):
-                    stop_reason = state.stop_reason or "optimizer converged"
-                    break
-                state.step += 1
-                proposals = self.optimizer.propose(state)
-                if not proposals:
-                    stop_reason = state.stop_reason or stop_reason
-                    break
-                records = [self.trial(p, step=state.step) for p in proposals]
-                self.optimizer.observe(state, records)
+            stop_reason = self.optimizer.run(ctx) or "optimizer finished"
+        except StopRun as exc:
+            stop_reason = str(exc)
         except BudgetExhausted as exc:
             stop_reason = str(exc)
         best = self.history.best() or seed_record
