@@ -12,15 +12,16 @@ sign test instead of Friedman's).
 results — take part for free: they can lead the race, and a child significantly worse than its parent is
 dropped without finishing.
 
-:class:`Race` is driven step by step (optimizers return :meth:`Race.requests` to the runner and feed the
-trial records back with :meth:`Race.record`); :func:`race` drives one through an evaluator directly.
+One driver, :func:`drive`, runs a :class:`Race` stage by stage through any evaluation function: in a run,
+:func:`race_trials` evaluates every stage through the run context (each stage one step of recorded trials);
+:func:`race` races candidates through an evaluator directly, outside a run.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from promptopt.core.candidate import Prompt
     from promptopt.core.data import Example
     from promptopt.evaluation.evaluator import EvalResult, Evaluator
+    from promptopt.run.context import RunContext
     from promptopt.run.history import TrialRecord
 
 logger = logging.getLogger(__name__)
@@ -239,6 +241,20 @@ class RaceTotals:
             setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
 
+def drive(race: Race, evaluate: Callable[[Sequence[EvalRequest]], Sequence[EvalResult | None]]) -> Race:
+    """Run ``race`` to the end: each stage's requests go to ``evaluate`` (one result per request, None for a
+    candidate that failed to render) and come back to the race."""
+    while requests := race.requests():
+        for q, result in zip(requests, evaluate(requests), strict=True):
+            race.record(q.prompt, result)
+    return race
+
+
+def race_trials(ctx: RunContext, race: Race) -> Race:
+    """Run ``race`` inside a run: every stage is one step of trials the runner records, charged and cached."""
+    return drive(race, lambda requests: [record.result for record in ctx.evaluate_all(requests)])
+
+
 @dataclass(frozen=True)
 class RaceResult:
     """What :func:`race` returns: survivors ranked by their score on the whole race set."""
@@ -264,11 +280,14 @@ def race(
     sizes = [*stage_sizes(first, len(examples), stages=stages - 1, growth=growth), len(examples)]
     r = Race(candidates, examples, sizes, alpha=alpha, incumbents=incumbents)
     results: dict[str, list[EvalResult]] = {p.id: [] for p in candidates}
-    while requests := r.requests():
-        for q in requests:
-            result = evaluator.evaluate(q.prompt, q.examples, split="dev-race")
+
+    def evaluate(requests: Sequence[EvalRequest]) -> list[EvalResult | None]:
+        out = [evaluator.evaluate(q.prompt, q.examples, split="dev-race") for q in requests]
+        for q, result in zip(requests, out, strict=True):
             results[q.prompt.id].append(result)
-            r.record(q.prompt, result)
+        return list(out)
+
+    drive(r, evaluate)
     summary = r.summary()
     logger.info(
         "race: %d of %d candidates dropped early, %d of %d evaluations saved",
