@@ -48,7 +48,7 @@ def check_mode(mode: str, task: Task | None = None) -> None:
 
 def optimize(
     task: Task | str | Path,
-    optimizer: Optimizer | str = "baseline",
+    optimizer: Optimizer | str = "auto",
     model: Model | str = "smollm2",
     *,
     proposer: Model | str | None = None,
@@ -70,6 +70,9 @@ def optimize(
     (see :func:`promptopt.models.get_model`). ``proposer`` (the model that writes prompts) defaults to
     ``model``. With ``run_dir`` the run writes config.json, history.jsonl, usage.json, result.json and
     the best prompt's export there; ``resume=True`` continues an interrupted run in that directory.
+
+    ``optimizer`` defaults to ``"auto"``, as on the command line: few-shot demos first, then a soft prompt for an
+    in-process Hugging Face model or an instruction search for any other (``"baseline"`` scores the seed prompt only).
 
     ``select="best"`` (the default) returns the best dev candidate whatever its margin. ``select="significant"``
     guards against the winner's curse: the best dev candidate replaces the seed prompt only if its paired dev
