@@ -31,8 +31,6 @@ budget, and what was skipped and why.
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -40,12 +38,10 @@ from promptopt.optimizers.base import Optimizer, register_optimizer
 from promptopt.optimizers.config import OptimizerConfig
 from promptopt.optimizers.fewshot import FewShotOptimizer
 from promptopt.optimizers.racing import RaceTotals
-from promptopt.run.context import EvalRequest, RunContext, RunState
+from promptopt.run.context import RunContext
 
 if TYPE_CHECKING:
-    from promptopt.core.candidate import Prompt
     from promptopt.core.task import Task
-    from promptopt.run.history import TrialRecord
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,34 +76,25 @@ class AutoOptimizer(Optimizer):
     def min_calls(self, task: Task) -> int:
         return FewShotOptimizer().min_calls(task)
 
-    def setup(self, ctx: RunContext) -> None:
-        super().setup(ctx)
+    def run(self, ctx: RunContext) -> str | None:
+        self.ctx = ctx
         self.racing = RaceTotals()
         self.notes = ()
-        self.stages = self._plan()
-        self.current: Optimizer | None = None
-        self._next_stage()
-
-    # -- the protocol ------------------------------------------------------------------------------------------
-    def propose(self, state: RunState) -> Sequence[Prompt | EvalRequest]:
-        while self.current is not None:
-            proposals = self.current.propose(state)
-            if proposals:
-                return proposals
-            self._next(state)
-        return []
-
-    def observe(self, state: RunState, records: Sequence[TrialRecord]) -> None:
-        if self.current is not None:
-            self.current.observe(state, records)
-
-    def should_stop(self, state: RunState) -> bool:
-        if self.current is None or not self.current.should_stop(state):
-            return False
-        if state.best().mean >= 1.0:
-            return True  # nothing left to gain on dev
-        self._next(state)
-        return self.current is None
+        stages = self._plan()
+        while stages:
+            optimizer, share, keep, what = stages.pop(0)
+            stage = self._start(optimizer, share, keep, what)
+            if stage is None:
+                continue
+            ctx.state.stop_reason = None  # an ask/tell stage reports its stop here
+            ended = optimizer.run(stage) or "finished"
+            self.notes = (*self.notes, *optimizer.notes)
+            self._note(f"{optimizer.name} ended: {ended}; best dev so far {ctx.best().mean:.3f}")
+            if optimizer.racing is not None:
+                self.racing.merge(optimizer.racing)
+            if stages and ctx.best().mean >= 1.0:
+                return f"{ended} (nothing left to gain on dev)"
+        return None
 
     # -- stages ------------------------------------------------------------------------------------------------
     def _plan(self) -> list[tuple[Optimizer, float, int, str]]:
@@ -129,25 +116,9 @@ class AutoOptimizer(Optimizer):
             stages.append((load_optimizer(c.instruction_search), 1.0, 0, "instruction search on the best prompt"))
         return stages
 
-    def _next(self, state: RunState) -> None:
-        """End the current stage and start the next one the plan still affords."""
-        assert self.current is not None
-        ended = state.stop_reason or "finished"
-        self.notes = (*self.notes, *self.current.notes)
-        self._note(f"{self.current.name} ended: {ended}; best dev so far {state.best().mean:.3f}")
-        state.stop_reason = None
-        if self.current.racing is not None:
-            self.racing.merge(self.current.racing)
-        self.current = None
-        self._next_stage()
-
-    def _next_stage(self) -> None:
-        while self.current is None and self.stages:
-            self._start(*self.stages.pop(0))
-
     def _soft_prompt(self, fewshot: Optimizer) -> tuple[Optimizer, int] | None:
         """The soft-prompt stage and the calls reserved for it, if the rule runs it."""
-        c, model = self.config, self.ctx.evaluator.client.model
+        c, model = self.config, self.ctx.task_model
         if not c.soft_prompt:
             return None
         if not model.capabilities.trainable:
@@ -171,21 +142,19 @@ class AutoOptimizer(Optimizer):
             return None
         return soft, reserved
 
-    def _start(self, optimizer: Optimizer, share: float, keep: int, what: str) -> None:
+    def _start(self, optimizer: Optimizer, share: float, keep: int, what: str) -> RunContext | None:
+        """The context a stage runs in (its share of the calls left), or None when it cannot run."""
         left = self.ctx.calls_left()
         needed = optimizer.min_calls(self.ctx.task)
         if left is not None and left < max(needed, 1):
             self._note(f"{what} ({optimizer.name}) skipped: {left} planned calls left, it needs at least {needed}")
-            return
-        cap = None
-        if left is not None:
-            give = min(left - keep, max(needed, int(left * share)))
-            cap = self.ctx.evaluator.client.budget.planned + give
-            self._note(f"{what}: {optimizer.name} with up to {give} of {left} calls left")
-        else:
+            return None
+        if left is None:
             self._note(f"{what}: {optimizer.name} (no call limit)")
-        optimizer.setup(dataclasses.replace(self.ctx, planned_cap=cap))
-        self.current = optimizer
+            return self.ctx
+        give = min(left - keep, max(needed, int(left * share)))
+        self._note(f"{what}: {optimizer.name} with up to {give} of {left} calls left")
+        return self.ctx.capped(give)
 
     def _note(self, text: str) -> None:
         self.notes = (*self.notes, text)

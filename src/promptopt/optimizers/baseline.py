@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from promptopt.core.candidate import Prompt
 from promptopt.optimizers.base import Optimizer, register_optimizer
-from promptopt.run.context import EvalRequest, RunState
+from promptopt.run.context import RunContext
 
 
 @register_optimizer("baseline")
 class BaselineOptimizer(Optimizer):
     """Scores the seed prompt only (the runner always evaluates it first); proposes nothing."""
 
-    def propose(self, state: RunState) -> Sequence[Prompt | EvalRequest]:
-        return []
+    def run(self, ctx: RunContext) -> str | None:
+        return None

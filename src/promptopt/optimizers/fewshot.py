@@ -29,7 +29,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from promptopt.core.candidate import DEMO_FORMATS, SEARCHED_DEMO_FORMATS, Prompt
 from promptopt.core.data import Example
@@ -37,9 +37,9 @@ from promptopt.core.exceptions import ConfigError
 from promptopt.optimizers.base import Optimizer, register_optimizer
 from promptopt.optimizers.ics import TupleSettingsMixin, check_choices
 from promptopt.optimizers.planning import affordable, race_confirmations, race_worst_case
-from promptopt.optimizers.racing import Race, RaceTotals, RacingConfig, incumbents_of
+from promptopt.optimizers.racing import Race, RaceTotals, RacingConfig, incumbents_of, race_trials
 from promptopt.prompts.ics import make_ics_prompt
-from promptopt.run.context import EvalRequest, RunContext, RunState
+from promptopt.run.context import RunContext
 
 if TYPE_CHECKING:
     from promptopt.core.task import Task
@@ -73,9 +73,6 @@ class FewShotConfig(RacingConfig):
         check_choices(self.demo_formats, DEMO_FORMATS, "demo_formats")
 
 
-Phase = Literal["race", "teacher", "confirm", "done"]
-
-
 @register_optimizer("fewshot")
 class FewShotOptimizer(TupleSettingsMixin, Optimizer):
     """Labeled and bootstrapped demo sets (random / similar / diverse, k and demo format searched), raced on dev."""
@@ -89,20 +86,34 @@ class FewShotOptimizer(TupleSettingsMixin, Optimizer):
         sizes = self.config.race_sizes(self.config.minibatch_size, len(task.dev))
         return (sizes[-1] if sizes else 0) + len(task.dev)
 
-    def setup(self, ctx: RunContext) -> None:
-        super().setup(ctx)
-        c = self.config
+    def run(self, ctx: RunContext) -> str | None:
+        self.ctx, c = ctx, self.config
         dev = list(ctx.task.dev)
         self.sizes = c.race_sizes(c.minibatch_size, len(dev))
         self.race_examples = tuple(ctx.rng.sample(dev, self.sizes[-1])) if self.sizes else ()
         self.queue: list[Prompt] = self._labeled(ctx.task)
         self.survivors: dict[str, tuple[Prompt, dict[str, float]]] = {}
-        self.race: Race | None = None
         self.teacher: Prompt | None = None
-        self.phase: Phase = "race"
         self.racing = RaceTotals()
         self.formats = c.demo_formats
         self.notes = ()
+        if not self.sizes:  # dev too small to race on: every affordable candidate goes straight to full dev
+            if chosen := affordable(self.queue, ctx.calls_left(), lambda _: len(dev), lambda _: 0):
+                ctx.evaluate_all(chosen)
+            return None
+        # race the queue chunk by chunk while the budget pays for a chunk and the confirmations
+        while (race := self._next_race()) is not None:
+            self._finish_race(race_trials(ctx, race))
+            if self._wants_teacher():  # bootstrapping: the leader answers train examples it does not show
+                self.teacher = self._leader()
+                record = ctx.evaluate(self.teacher, self._teacher_pool())
+                if record.result is not None:
+                    self.queue = _unique([*self._bootstrapped(record), *self.queue])
+        # confirm the best survivors on the full dev split
+        ranked = sorted(self.survivors.values(), key=lambda v: -_mean(v[1]))
+        if confirm := [p for p, _ in ranked[: c.top_k]]:
+            ctx.evaluate_all(confirm)
+        return None
 
     # -- candidates ------------------------------------------------------------------------------------------
     def _labeled(self, task: Task) -> list[Prompt]:
@@ -163,47 +174,6 @@ class FewShotOptimizer(TupleSettingsMixin, Optimizer):
                 out.append(self._candidate(base, fmt, f"bootstrapped k={k} (teacher {self.teacher.id})"))
         return _unique(out)
 
-    # -- the protocol ------------------------------------------------------------------------------------------
-    def propose(self, state: RunState) -> Sequence[Prompt | EvalRequest]:
-        if not self.sizes:  # dev too small to race on: every affordable candidate goes straight to full dev
-            if self.phase == "done":
-                return []
-            self.phase = "done"
-            dev = len(self.ctx.task.dev)
-            return affordable(self.queue, self.ctx.calls_left(), lambda _: dev, lambda _: 0)
-        while True:
-            if self.phase == "race":
-                if self.race is not None:
-                    stage = self.race.requests()
-                    if stage:
-                        return stage
-                    self._finish_race()
-                    if self._wants_teacher():
-                        self.phase = "teacher"
-                        return [self._teacher_request()]
-                if not self._start_race(state):
-                    self.phase = "confirm"
-            elif self.phase == "confirm":
-                self.phase = "done"
-                ranked = sorted(self.survivors.values(), key=lambda v: -_mean(v[1]))
-                confirm = [p for p, _ in ranked[: self.config.top_k]]
-                if confirm:
-                    return confirm
-            else:
-                return []
-
-    def observe(self, state: RunState, records: Sequence[TrialRecord]) -> None:
-        if self.phase == "teacher":
-            (record,) = records
-            if record.result is not None:
-                self.queue = _unique([*self._bootstrapped(record), *self.queue])
-            self.phase = "race"
-            return
-        if self.race is not None:
-            for r in records:
-                if not r.full:
-                    self.race.record(r.prompt, r.result)
-
     # -- internals ---------------------------------------------------------------------------------------------
     @property
     def _per_candidate(self) -> int:
@@ -213,8 +183,9 @@ class FewShotOptimizer(TupleSettingsMixin, Optimizer):
         """Calls kept for confirming up to ``top_k`` survivors (now and ``n_new`` more) on full dev."""
         return race_confirmations(self.ctx, self.sizes, len(self.survivors) + n_new, self.config.top_k)
 
-    def _start_race(self, state: RunState) -> bool:
-        queue = [p for p in self.queue if p.id not in self.survivors and state.history.find(p.id) is None]
+    def _next_race(self) -> Race | None:
+        """The next chunk of the queue the budget pays for, as a race (None: nothing left or affordable)."""
+        queue = [p for p in self.queue if p.id not in self.survivors and self.ctx.history.find(p.id) is None]
         chunk = affordable(
             queue[: self.config.chunk_size],
             self.ctx.calls_left(),
@@ -224,20 +195,17 @@ class FewShotOptimizer(TupleSettingsMixin, Optimizer):
         budget_cut = len(chunk) < min(len(queue), self.config.chunk_size)
         self.queue = [] if budget_cut else queue[len(chunk) :]
         if not chunk:
-            return False
-        incumbents = incumbents_of([state.seed_record])
+            return None
+        incumbents = incumbents_of([self.ctx.seed_record])
         incumbents.update({pid: scores for pid, (_, scores) in self.survivors.items()})
-        self.race = Race(chunk, self.race_examples, self.sizes, alpha=self.config.race_alpha, incumbents=incumbents)
-        return True
+        return Race(chunk, self.race_examples, self.sizes, alpha=self.config.race_alpha, incumbents=incumbents)
 
-    def _finish_race(self) -> None:
-        assert self.race is not None
-        self.racing.add(self.race)
-        for p, _ in self.race.ranking():
-            self.survivors[p.id] = (p, self.race.scores[p.id])
+    def _finish_race(self, race: Race) -> None:
+        self.racing.add(race)
+        for p, _ in race.ranking():
+            self.survivors[p.id] = (p, race.scores[p.id])
         if self.racing.races == 1:
-            self._drop_losing_formats(self.race)
-        self.race = None
+            self._drop_losing_formats(race)
 
     def _drop_losing_formats(self, race: Race) -> None:
         """After the first race, stop trying a demo format whose best candidate (survivors first, then by race
@@ -284,10 +252,6 @@ class FewShotOptimizer(TupleSettingsMixin, Optimizer):
         pool = [ex for ex in self.ctx.task.train if ex.id not in shown]
         rng = random.Random(f"{self.ctx.seed}:teacher")
         return tuple(rng.sample(pool, min(self.config.bootstrap_pool, len(pool))))
-
-    def _teacher_request(self) -> EvalRequest:
-        self.teacher = self._leader()
-        return EvalRequest(self.teacher, self._teacher_pool())
 
 
 def _mean(scores: dict[str, float]) -> float:

@@ -20,7 +20,7 @@ import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from promptopt.core.candidate import DEMO_FORMATS, SEARCHED_DEMO_FORMATS, Prompt
 from promptopt.core.exceptions import ConfigError
@@ -30,7 +30,7 @@ from promptopt.optimizers.config import OptimizerConfig
 from promptopt.optimizers.planning import affordable, eval_cost, subprompts, top_confirmation_cost
 from promptopt.prompts.formats import ROBUST_OBJECTIVES, Robust, format_variants, robust_score
 from promptopt.prompts.ics import make_ics_prompt
-from promptopt.run.context import EvalRequest, RunContext, RunState
+from promptopt.run.context import EvalRequest, RunContext
 
 if TYPE_CHECKING:
     from promptopt.core.task import Task
@@ -93,9 +93,8 @@ class ICSOptimizer(TupleSettingsMixin, Optimizer):
         k = min(c.ks)
         return k * (min(c.minibatch_size, len(task.dev)) * c.variants() + len(task.dev))
 
-    def setup(self, ctx: RunContext) -> None:
-        super().setup(ctx)
-        c = self.config
+    def run(self, ctx: RunContext) -> str | None:
+        self.ctx, c = ctx, self.config
         dev = list(ctx.task.dev)
         self.minibatch = tuple(ctx.rng.sample(dev, c.minibatch_size)) if len(dev) > c.minibatch_size else tuple(dev)
         aggregations = [a for a in c.aggregations if a == "vote" or ctx.evaluator.resolved_mode == "score"]
@@ -126,19 +125,16 @@ class ICSOptimizer(TupleSettingsMixin, Optimizer):
             p.id: format_variants(p, ctx.task, c.n_robust_formats, seed=ctx.seed) if c.robust != "none" else [p]
             for p in self.candidates
         }
-        self.scores: dict[str, float] = {}
-        self.phase: Literal["screen", "promote", "done"] = "screen"
-
-    def propose(self, state: RunState) -> Sequence[Prompt | EvalRequest]:
-        if self.phase == "screen":
-            self.phase = "promote"
-            self.screened = self._plan()
-            return [EvalRequest(v, self.minibatch) for p in self.screened for v in self.variants[p.id]]
-        if self.phase == "promote":
-            self.phase = "done"
-            ranked = sorted(self.screened, key=lambda p: -self.scores.get(p.id, float("-inf")))
-            return ranked[: self.config.top_k]
-        return []
+        # screen the candidates the budget pays for (cheapest first) on one dev minibatch, in every format
+        screened = self._plan()
+        if not screened:
+            return None
+        records = ctx.evaluate_all([EvalRequest(v, self.minibatch) for p in screened for v in self.variants[p.id]])
+        scores = self._scores(records)
+        # confirm the top_k on the full dev split
+        ranked = sorted(screened, key=lambda p: -scores.get(p.id, float("-inf")))
+        ctx.evaluate_all(ranked[: c.top_k])
+        return None
 
     def _plan(self) -> list[Prompt]:
         """The cheapest-first candidates whose screening, plus confirming the dearest ``top_k`` of them on full
@@ -155,9 +151,12 @@ class ICSOptimizer(TupleSettingsMixin, Optimizer):
             lambda prefix: top_confirmation_cost(prefix, self.config.top_k, confirm),
         )
 
-    def observe(self, state: RunState, records: Sequence[TrialRecord]) -> None:
-        by_id = {r.prompt.id: r.mean for r in records if not r.full and r.status == "complete"}
+    def _scores(self, records: Sequence[TrialRecord]) -> dict[str, float]:
+        """Each candidate's screening score: the robust objective over its formats' minibatch means."""
+        by_id = {r.prompt.id: r.mean for r in records if r.status == "complete"}
+        scores = {}
         for p in self.candidates:
             means = [by_id[v.id] for v in self.variants[p.id] if v.id in by_id]
             if len(means) == len(self.variants[p.id]):
-                self.scores[p.id] = robust_score(means, self.config.robust)
+                scores[p.id] = robust_score(means, self.config.robust)
+        return scores

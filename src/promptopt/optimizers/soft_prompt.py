@@ -45,7 +45,7 @@ from promptopt.models.budget import Usage
 from promptopt.models.cache import promptopt_home
 from promptopt.optimizers.base import Optimizer, register_optimizer
 from promptopt.optimizers.config import OptimizerConfig
-from promptopt.run.context import EvalRequest, RunContext, RunState
+from promptopt.run.context import RunContext, RunState
 
 if TYPE_CHECKING:
     from promptopt.core.data import Example
@@ -120,43 +120,34 @@ class SoftPromptOptimizer(Optimizer):
         """A full checkpoint: ``eval_every`` training steps, then its dev evaluation."""
         return self.config.batch_size * self.config.eval_every + len(task.dev)
 
-    def setup(self, ctx: RunContext) -> None:
-        super().setup(ctx)
+    def run(self, ctx: RunContext) -> str | None:
         from promptopt.models.soft import trainable_model
 
-        self.base = trainable_model(ctx.evaluator.client.model, purpose="the soft_prompt optimizer")
-        self.budget = ctx.evaluator.client.budget
+        self.ctx = ctx
+        self.base = trainable_model(ctx.task_model, purpose="the soft_prompt optimizer")
+        self.budget = ctx.budget
         self.folder = (
             ctx.artifacts / "soft_prompt"
             if ctx.artifacts is not None
             else promptopt_home() / "soft_prompts" / f"{ctx.task.name}-{os.urandom(4).hex()}"
         )
-        self.replay = sorted(self.folder.glob("step-*")) if self.folder.is_dir() else []
-        self.trainer: _Trainer | None = None
         self.best: float | None = None
         self.since_best = 0
-        self.finished: str | None = None
-        self.start: Prompt | None = None
-
-    def propose(self, state: RunState) -> Sequence[Prompt | EvalRequest]:
-        if self.start is None:  # the text prompt the soft prompt is trained under (demos included)
-            best = self._start_prompt(state)
-            self.start = dataclasses.replace(best, soft_prompt=None) if best.soft_prompt else best
-        seed = self.start
-        if self.replay:  # a resumed run: its checkpoints first (scored from the cache)
-            return [self._candidate(seed, self.replay.pop(0))]
-        if self.finished:
-            state.stop_reason = self.finished
-            return []
-        if self.trainer is None:
-            self.trainer = _Trainer(self, seed)
-        path, reason = self.trainer.run_until_checkpoint()
-        if reason:
-            self.finished = reason
-        if path is None:
-            state.stop_reason = reason
-            return []
-        return [self._candidate(seed, path)]
+        best = self._start_prompt(ctx.state)  # the text prompt the soft prompt is trained under (demos included)
+        start = dataclasses.replace(best, soft_prompt=None) if best.soft_prompt else best
+        # a resumed run: its saved checkpoints first (their scores come from the cache)
+        for path in sorted(self.folder.glob("step-*")) if self.folder.is_dir() else []:
+            self._observe(ctx.evaluate(self._candidate(start, path)))
+            if stop := self._early_stop():
+                return stop
+        trainer = _Trainer(self, start)
+        while True:  # train eval_every steps, save a checkpoint, score it on dev
+            path, finished = trainer.run_until_checkpoint()
+            if path is None:
+                return finished
+            self._observe(ctx.evaluate(self._candidate(start, path)))
+            if stop := self._early_stop() or finished:
+                return stop
 
     def _start_prompt(self, state: RunState) -> Prompt:
         """The prompt ``start_from`` names. ``significant`` guards against training under a dev artefact: on
@@ -183,23 +174,21 @@ class SoftPromptOptimizer(Optimizer):
         self.notes = (*self.notes, f"soft prompt trained under the best prompt so far ({best.prompt.id})")
         return best.prompt
 
-    def observe(self, state: RunState, records: Sequence[TrialRecord]) -> None:
-        for record in records:
-            if record.result is None or record.prompt.soft_prompt is None:
-                continue
-            if self.best is None or record.mean > self.best:
-                self.best, self.since_best = record.mean, 0
-                if self.config.save_vector:
-                    self._save_vector(Path(record.prompt.soft_prompt))
-            else:
-                self.since_best += 1
+    def _observe(self, record: TrialRecord) -> None:
+        if record.result is None or record.prompt.soft_prompt is None:
+            return
+        if self.best is None or record.mean > self.best:
+            self.best, self.since_best = record.mean, 0
+            if self.config.save_vector:
+                self._save_vector(Path(record.prompt.soft_prompt))
+        else:
+            self.since_best += 1
 
-    def should_stop(self, state: RunState) -> bool:
-        c = self.config
-        if c.patience and self.since_best >= c.patience:
-            state.stop_reason = f"early stopping: no dev improvement in {c.patience} evaluations"
-            return True
-        return False
+    def _early_stop(self) -> str | None:
+        patience = self.config.patience
+        if patience and self.since_best >= patience:
+            return f"early stopping: no dev improvement in {patience} evaluations"
+        return None
 
     # -- helpers --------------------------------------------------------------------------------
     def _candidate(self, seed: Prompt, path: Path) -> Prompt:

@@ -2,26 +2,53 @@
 
 from __future__ import annotations
 
-from tests.unit.optimizers.test_fewshot import turns_model
+from tests.unit.optimizers.test_fewshot import query_word, turns_model
+from tests.unit.optimizers.test_pe2 import compact_editor
 
 import promptopt
 from promptopt import Budget
+from promptopt.models.base import GenerationRequest
+from promptopt.models.fake import FakeModel, last_user
 from promptopt.optimizers.auto import AutoOptimizer
-from promptopt.testing import make_toy_task, scripted_proposer
+from promptopt.testing import TOY_PARTIAL_INSTRUCTION, make_toy_task, scripted_proposer
+
+
+def half_turns_model() -> FakeModel:
+    """With >= 2 demos as chat turns it reverses words of up to 5 letters; longer ones only when the instruction
+    says "Reverse"."""
+
+    def fn(request: GenerationRequest) -> str:
+        word = query_word(request)
+        turns = sum(m.role == "assistant" for m in request.messages)
+        spelled = len(word) <= 5 or "Reverse" in last_user(request.messages)
+        return word[::-1] if turns >= 2 and spelled else word
+
+    return FakeModel(fn=fn, name="fake:half-turns")
 
 
 def test_auto_runs_demos_then_instruction_search_and_explains_what_it_skipped():
+    task = make_toy_task(n_train=10, n_dev=12, n_test=10)
+    result = promptopt.optimize(
+        task, AutoOptimizer(), half_turns_model(), proposer=compact_editor(), budget=Budget(max_calls=300), cache=False
+    )
+    assert result.best_prompt.demo_format == "turns" and result.best_test["mean"] == 1.0
+    assert result.best_prompt.instruction == TOY_PARTIAL_INSTRUCTION
+    notes = "\n".join(result.notes)
+    assert "demonstrations: fewshot with up to 216 of 288 calls left" in notes  # 75% of what the seed left
+    assert "fewshot ended" in notes
+    assert "instruction search on the best prompt: pe2 with up to" in notes
+    assert "auto: demonstrations" in result.format()
+
+
+def test_auto_stops_when_a_stage_leaves_nothing_to_gain_on_dev():
     task = make_toy_task(n_train=10, n_dev=12, n_test=10)
     proposer = scripted_proposer(["New instruction: Reverse the word, letter by letter."])
     result = promptopt.optimize(
         task, AutoOptimizer(), turns_model(), proposer=proposer, budget=Budget(max_calls=300), cache=False
     )
-    assert result.best_prompt.demo_format == "turns" and result.best_test["mean"] == 1.0
-    notes = "\n".join(result.notes)
-    assert "demonstrations: fewshot with up to 216 of 288 calls left" in notes  # 75% of what the seed left
-    assert "fewshot ended" in notes
-    assert "instruction search on the best prompt: pe2 with up to 74 of 74 calls left" in notes
-    assert "auto: demonstrations" in result.format()
+    assert result.best_dev["mean"] == 1.0 and "instruction search" not in "\n".join(result.notes)
+    assert result.stop_reason == "finished (nothing left to gain on dev)"
+    assert result.usage["by_role"].get("proposer", {}).get("calls", 0) == 0
 
 
 def test_auto_stages_stay_within_their_share_and_the_run_within_its_budget():
@@ -54,7 +81,7 @@ def test_auto_skips_a_soft_prompt_the_budget_cannot_train_and_gives_the_search_t
         def capabilities(self) -> Capabilities:
             return Capabilities(score=True, trainable=True)
 
-    model = TrainableLooking(fn=turns_model()._fn, name="fake:trainable")
+    model = TrainableLooking(fn=half_turns_model()._fn, name="fake:trainable")
     task = make_toy_task(n_train=10, n_dev=12, n_test=10)
     result = promptopt.optimize(
         task,
