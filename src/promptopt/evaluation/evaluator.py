@@ -21,11 +21,13 @@ from typing import Any, Literal
 from promptopt.core.candidate import Prompt
 from promptopt.core.data import Example
 from promptopt.core.exceptions import ConfigError
+from promptopt.core.sampling import Aggregation
 from promptopt.core.stats import PairedComparison, interval_method, mean, mean_ci, paired_comparison
 from promptopt.core.task import Task
+from promptopt.evaluation.expansion import expand
 from promptopt.models.base import GenerationRequest, ScoreRequest
 from promptopt.models.client import ModelClient
-from promptopt.prompts.ics import aggregate_vector, majority_vote, render_all, summed_probabilities
+from promptopt.prompts.ics import aggregate_vector, majority_vote, summed_probabilities
 
 Mode = Literal["auto", "score", "generate"]
 
@@ -175,14 +177,10 @@ class Evaluator:
         client: ModelClient | None = None,
     ) -> EvalResult:
         """Score ``prompt`` on ``examples`` (default: the task's ``split``)."""
-        client = client or self.client
-        if prompt.soft_prompt is not None:  # the same model with the candidate's virtual tokens
-            from promptopt.models.soft import soft_prompted
-
-            client = soft_prompted(client, prompt.soft_prompt)
         if examples is None:
             examples = self.task.splits[split]
-        groups = render_all(prompt, examples)  # per example: 1 sub-prompt, or K for In-Context Sampling
+        plan = expand(prompt, examples, client or self.client)
+        groups, client = plan.groups, plan.client  # per example: 1 sub-prompt, or K for In-Context Sampling
         owners = [ex for ex, g in zip(examples, groups, strict=True) for _ in g]
         messages = [m for g in groups for m in g]
         done = 0
@@ -196,7 +194,7 @@ class Evaluator:
 
         calls_before = client.budget.total.calls
         mode = self.resolved_mode
-        if prompt.ics is not None and prompt.ics.aggregation == "confidence" and mode != "score":
+        if plan.aggregation == "confidence" and mode != "score":
             raise ConfigError(
                 "aggregation 'confidence' sums label probabilities, so it needs label scoring (a task with labels "
                 "and a model that can score); use aggregation='vote' for generation.",
@@ -213,7 +211,7 @@ class Evaluator:
             ]
         else:
             gen = self.task.generation
-            temperature = prompt.ics.temperature if prompt.ics is not None else 0.0
+            temperature = plan.temperature
             requests = [
                 GenerationRequest(
                     messages=m,
@@ -234,7 +232,7 @@ class Evaluator:
         for ex, g in zip(examples, groups, strict=True):
             part = subs[start : start + len(g)]
             start += len(g)
-            records.append(part[0] if len(part) == 1 else self._aggregate(ex, part, prompt))
+            records.append(part[0] if len(part) == 1 else self._aggregate(ex, part, plan.aggregation))
         return EvalResult(
             prompt_id=prompt.id,
             split=split,
@@ -264,9 +262,8 @@ class Evaluator:
             example_id=ex.id, prediction=parsed, score=self.task.metric(parsed, ex), raw=text, cached=cached
         )
 
-    def _aggregate(self, ex: Example, subs: Sequence[ExampleRecord], prompt: Prompt) -> ExampleRecord:
+    def _aggregate(self, ex: Example, subs: Sequence[ExampleRecord], aggregation: Aggregation) -> ExampleRecord:
         """One record from an ICS prompt's K sub-prompt records (errors and unparsable answers abstain)."""
-        assert prompt.ics is not None
         raw = " | ".join(r.raw if r.error is None else f"<{r.error_kind} error>" for r in subs)
         cached = all(r.cached for r in subs)
         answered = [r for r in subs if r.error is None]
@@ -285,7 +282,7 @@ class Evaluator:
         labels = self.task.labels or ()
         if rows and labels:
             summed = summed_probabilities(rows)
-            if prompt.ics.aggregation == "confidence":
+            if aggregation == "confidence":
                 pred = labels[max(range(len(labels)), key=lambda i: summed[i])]
             else:
                 pred = majority_vote([r.prediction for r in answered], dict(zip(labels, summed, strict=True)))
