@@ -32,7 +32,7 @@ from promptopt.core.task import Task
 from promptopt.evaluation.evaluator import compare
 from promptopt.models import get_model
 from promptopt.models.cache import ResponseCache
-from promptopt.optimizers.feedback import plot_trajectory, read_trajectory
+from promptopt.optimizers.feedback_trajectory import plot_trajectory, read_trajectory
 from promptopt.run.result import OptimizationResult
 
 HERE = Path(__file__).resolve().parent

@@ -25,7 +25,7 @@ so ``u = 1`` asks for the largest correction), then, all monotone in ``μ``:
 
 **Direction.** The corrector (the proposer model) critiques the shown failures (``critique: true``:
 one call) and writes ``n_samples`` rewrites told to change at most ``max_words`` words. Among the valid
-ones (extractable by :func:`~promptopt.optimizers.meta.extract_instruction` once announce-only lead-ins
+ones (extractable by :func:`~promptopt.optimizers.screening.extract_instruction` once announce-only lead-ins
 such as "Here's the new instruction:" are dropped, not yet evaluated, within the step size) the largest
 edit wins: it best delivers the magnitude asked for (ties: the first sample). A rewrite that repeats a
 prompt already evaluated is rejected (``duplicate``). If none is valid the tick is a hold and the next
@@ -52,8 +52,8 @@ the integral never unwinds: ``integral_limit`` is what bounds it. A setpoint far
 **Trajectory.** Every tick (error, P/I/D terms, u, the mapped magnitude, action, edit size) is stored in
 the ``meta["feedback"]["ticks"]`` of the candidate it produced (holds go to the next candidate), so it
 lands in history.jsonl. The complete list, with trailing holds and the final tick, is also written to
-``<run_dir>/feedback_trajectory.json``. :func:`read_trajectory` rebuilds it, with step-response metrics,
-and :func:`plot_trajectory` draws it.
+``<run_dir>/feedback_trajectory.json``. :mod:`promptopt.optimizers.feedback_trajectory` rebuilds it, with
+step-response metrics (``read_trajectory``), and draws it (``plot_trajectory``).
 
 **Determinism.** Failures are sampled with ``ctx.rng``, and corrector samples get the proposer's running
 sample index, so a rerun with the same seed replays from the response cache.
@@ -64,32 +64,25 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from promptopt.core.candidate import Prompt
 from promptopt.core.exceptions import ConfigError
 from promptopt.optimizers.base import Optimizer, register_optimizer
 from promptopt.optimizers.config import OptimizerConfig
-from promptopt.optimizers.control import PID, ControlStep, is_oscillating, settling_steps, step_response
-from promptopt.optimizers.meta import (
-    Proposer,
-    extract_instruction,
-    render_meta_prompt,
-    sample_failures,
-    word_edit_distance,
-)
-from promptopt.run.context import EvalRequest, RunContext, RunState
-from promptopt.run.history import History, TrialRecord
+from promptopt.optimizers.control import PID, ControlStep, is_oscillating
+from promptopt.optimizers.feedback_trajectory import TRAJECTORY_FILE
+from promptopt.optimizers.proposer import Proposer, render_meta_prompt, sample_failures
+from promptopt.optimizers.screening import Screened, screen_reply
+from promptopt.optimizers.steps import next_step, stop_if_asked
 
 if TYPE_CHECKING:
-    from promptopt.optimizers.control import StepResponse
+    from promptopt.core.candidate import Prompt
+    from promptopt.run.context import RunContext
+    from promptopt.run.history import TrialRecord
 
 logger = logging.getLogger(__name__)
 
-TRAJECTORY_FILE = "feedback_trajectory.json"
 Controller = Literal["p", "pi", "pid"]
 Accept = Literal["always", "improve"]
 CONTROLLERS: tuple[Controller, ...] = ("p", "pi", "pid")
@@ -228,9 +221,10 @@ class FeedbackOptimizer(Optimizer):
     config: FeedbackConfig
     uses_proposer = True
 
-    def setup(self, ctx: RunContext) -> None:
-        super().setup(ctx)
+    def run(self, ctx: RunContext) -> str | None:
+        """Measure the seed, then correct and measure, tick by tick, until a stopping rule (or the budget) ends it."""
         c = self.config
+        self.ctx = ctx
         kp, ki, kd = c.gains
         self.pid = PID(
             kp, ki, kd, integral_limit=c.integral_limit, derivative_filter=c.derivative_filter, output_limits=(0.0, 1.0)
@@ -245,39 +239,35 @@ class FeedbackOptimizer(Optimizer):
         """Closed ticks not yet stored in a candidate's meta."""
         self._holds = 0
         self._stop: str | None = None
-
-    # -- the runner's protocol --------------------------------------------------------------------
-    def should_stop(self, state: RunState) -> bool:
-        if self.plant is None:  # setup gets no state: the seed prompt is measured on the first call
-            self._measure(state.seed_record)
-            self._save()
-        if self._stop is not None:
-            state.stop_reason = self._stop
-            return True
-        return False
-
-    def propose(self, state: RunState) -> Sequence[Prompt | EvalRequest]:
+        stop_if_asked(ctx)
         try:
+            # the plant's first output: the seed prompt's dev score (the first tick)
+            self._measure(ctx.seed_record)
+            self._save()
             while self._stop is None:
-                candidate = self._correct(self.ticks[-1], state)
-                if candidate is not None:
-                    return [candidate]
-                self._hold("no valid rewrite within the step size")
-            state.request_stop(self._stop)
-            return []
+                # correct: a rewrite of the size the controller asks for (none that qualifies: a hold)
+                candidate = self._correct(self.ticks[-1])
+                if candidate is None:
+                    self._hold("no valid rewrite within the step size")
+                    continue
+                self._save()
+                # measure: the correction's full-dev score, then the next tick (or a stopping rule)
+                self._apply(ctx.evaluate(candidate))
+                self._save()
+                stop_if_asked(ctx)
+            return self._stop
         finally:
             self._save()
 
-    def observe(self, state: RunState, records: Sequence[TrialRecord]) -> None:
+    def _apply(self, record: TrialRecord) -> None:
+        """A correction was measured: the new plant output (``accept: always``, or it scored higher), else a hold."""
         assert self.plant is not None
-        record = records[0]
         if record.status != "complete" or record.result is None:
             self._hold(f"the correction failed to evaluate ({record.error})", close=False)
         elif self.config.accept == "always" or record.mean > self.plant.mean:
             self._measure(record)
         else:
             self._hold(f"correction rejected: {record.mean:.3f} <= {self.plant.mean:.3f}", close=False)
-        self._save()
 
     def _save(self) -> None:
         """Write every tick so far (including trailing holds and the last tick, which no candidate carries)
@@ -378,12 +368,12 @@ class FeedbackOptimizer(Optimizer):
         return closed
 
     # -- the corrector ----------------------------------------------------------------------------
-    def _correct(self, tick: Tick, state: RunState) -> Prompt | None:
+    def _correct(self, tick: Tick) -> Prompt | None:
         """Ask the corrector for a rewrite within ``tick.max_words``; None if no sample qualifies."""
         assert self.plant is not None
-        c = self.config
+        c, ctx = self.config, self.ctx
         plant = self.plant.prompt
-        failures = [f.as_dict() for f in sample_failures(self.plant, self.dev, tick.n_failures, self.ctx.rng)]
+        failures = [f.as_dict() for f in sample_failures(self.plant, self.dev, tick.n_failures, ctx.rng)]
         self.proposer.temperature = tick.temperature
         context = {
             "instruction": plant.instruction,
@@ -397,166 +387,27 @@ class FeedbackOptimizer(Optimizer):
             critique = " ".join(reply.split()[:60])
         meta = render_meta_prompt("feedback_rewrite", **context, critique=critique, max_words=tick.max_words)
         texts = self.proposer.ask([meta] * c.n_samples)
-        seen = {r.prompt.instruction for r in state.history}
+        seen = {r.prompt.instruction for r in ctx.history}
         forbidden = [str(v) for ex in self.dev for v in ex.inputs.values()]
-        best: tuple[int, str] | None = None
+        best: Screened | None = None  # the largest edit within the step size (ties: the first sample)
         for text in texts:
-            ext = extract_instruction(strip_lead_in(text), max_words=c.max_words, forbidden=forbidden)
-            if ext.instruction is None:
-                state.reject(ext.reason or "invalid")
-            elif ext.instruction in seen:
-                state.reject("duplicate")
-            elif (size := word_edit_distance(plant.instruction, ext.instruction)) > tick.max_words:
-                state.reject("step_size")
-            elif best is None or size > best[0]:
-                best = (size, ext.instruction)
-        if best is None:
+            s = screen_reply(
+                strip_lead_in(text),
+                plant,
+                seen=seen,
+                max_words=c.max_words,
+                forbidden=forbidden,
+                strict=False,
+                step_size=tick.max_words,
+            )
+            if s.instruction is None:
+                ctx.reject(s.reason or "invalid")
+            elif best is None or s.edit_words > best.edit_words:
+                best = s
+        if best is None or best.instruction is None:
             return None
-        size, instruction = best
-        child = plant.with_instruction(instruction, origin=f"feedback:{c.controller}", step=state.step)
-        self._close(tick, action="edit", edit_words=size, candidate=child.id)
+        child = plant.with_instruction(best.instruction, origin=f"feedback:{c.controller}", step=next_step(ctx))
+        self._close(tick, action="edit", edit_words=best.edit_words, candidate=child.id)
         ticks, self._pending = [t.to_dict() for t in self._pending], []
         fb = {"controller": c.controller, "setpoint": c.setpoint, "accept": c.accept, "ticks": ticks}
         return replace(child, meta={**child.meta, "feedback": fb})
-
-
-# -- reading and plotting a run's trajectory ----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Trajectory:
-    """A feedback run rebuilt from its history: the ticks, and one score per evaluated prompt."""
-
-    controller: str
-    setpoint: float
-    ticks: tuple[dict[str, Any], ...]
-    scores: tuple[float, ...]
-    """Measured dev score of the seed and of every correction, in order."""
-    plant_scores: tuple[float, ...]
-    """The plant's score after each evaluation (differs from ``scores`` only with ``accept: improve``)."""
-    stop: str | None = None
-    """Why the loop stopped (known only when reading a run directory)."""
-
-    def response(self, *, band: float | None = None) -> StepResponse:
-        """Step-response metrics of the plant's score against its final value."""
-        return step_response(list(self.plant_scores), band=band if band is not None else 0.02)
-
-    def settling_steps(self, band: float) -> int | None:
-        return settling_steps(list(self.plant_scores), band=band)
-
-
-def _records(source: History | Iterable[TrialRecord] | str | Path) -> list[TrialRecord]:
-    if isinstance(source, str | Path):
-        path = Path(source)
-        return History.load(path / "history.jsonl" if path.is_dir() else path)
-    return list(source)
-
-
-def read_trajectory(source: History | Iterable[TrialRecord] | str | Path) -> Trajectory:
-    """Rebuild the trajectory from a run directory, a history.jsonl file, a History or trial records.
-
-    From a run directory the ticks come from its ``feedback_trajectory.json`` (every tick); otherwise from the
-    candidates' meta (every tick that led to an evaluated candidate)."""
-    records = [r for r in _records(source) if r.full and r.result is not None]
-    if not records:
-        raise ConfigError("no full-dev trials in this history.", field="history")
-    seed = records[0]
-    steps = [(r, r.prompt.meta["feedback"]) for r in records[1:] if "feedback" in r.prompt.meta]
-    first = steps[0][1] if steps else {}
-    accept = first.get("accept", "always")
-    ticks = [t for _, fb in steps for t in fb.get("ticks", ())]
-    saved = Path(source) / TRAJECTORY_FILE if isinstance(source, str | Path) else None
-    stop = None
-    if saved is not None and saved.is_file():  # complete: also the trailing holds and the final tick
-        data = json.loads(saved.read_text())
-        ticks, stop = list(data["ticks"]), data.get("stop")
-        first = first or data
-    result_file = Path(source) / "result.json" if isinstance(source, str | Path) else None
-    if stop is None and result_file is not None and result_file.is_file():  # e.g. the budget ended the run
-        stop = json.loads(result_file.read_text()).get("stop_reason")
-    scores = [seed.mean] + [r.mean for r, _ in steps]
-    plant = [seed.mean]
-    for k, (r, _) in enumerate(steps):
-        if accept == "always":
-            plant.append(r.mean)
-        elif k + 1 < len(steps):  # the next correction's first tick saw the plant after this evaluation
-            plant.append(steps[k + 1][1]["ticks"][0]["score"])
-        else:
-            plant.append(max(plant[-1], r.mean))
-    return Trajectory(
-        controller=first.get("controller", "?"),
-        setpoint=float(first.get("setpoint", 1.0)),
-        ticks=tuple(ticks),
-        scores=tuple(scores),
-        plant_scores=tuple(plant),
-        stop=stop,
-    )
-
-
-def plot_trajectory(
-    source: History | Iterable[TrialRecord] | str | Path, path: str | Path, *, title: str | None = None
-) -> Path:
-    """Draw a feedback run's error trajectory to ``path`` (PNG/SVG/PDF by suffix; needs matplotlib).
-
-    Three panels: the dev score per evaluation with the setpoint, the control signal per tick (e_t, the
-    P/I/D terms and u_t), and the step size (words allowed vs words changed).
-    """
-    from promptopt.core._imports import require
-
-    require("matplotlib", extra="bench", feature="plot_trajectory")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    tr = read_trajectory(source)
-    resp = tr.response()
-    fig, axes = plt.subplots(3, 1, figsize=(7, 7.5), sharex=False, constrained_layout=True)
-    ax = axes[0]
-    xs = list(range(len(tr.scores)))
-    ax.plot(xs, tr.plant_scores, "-", color="C0", label="plant score")
-    ax.plot(xs, tr.scores, "o", color="C0", ms=4, label="measured")
-    ax.axhline(tr.setpoint, color="k", ls="--", lw=1, label="setpoint")
-    ax.set_xlabel("evaluation")
-    ax.set_ylabel("dev score")
-    ax.set_ylim(-0.02, 1.02)
-    ax.legend(loc="lower right", fontsize=8)
-    ax.set_title(
-        title or f"{tr.controller.upper()} controller",
-        fontsize=10,
-    )
-    ax.text(
-        0.01,
-        0.04,
-        f"overshoot {resp.overshoot:.0%}  settling {resp.settling_steps}  sign changes {resp.sign_changes}"
-        + (f"\nstop: {tr.stop[:90]}" if tr.stop else ""),
-        transform=ax.transAxes,
-        fontsize=8,
-    )
-    ax = axes[1]
-    t = [d["tick"] for d in tr.ticks]
-    for key, style in (("error", "k-o"), ("p", "C1--"), ("i", "C2--"), ("d", "C3--"), ("u", "C0-")):
-        ax.plot(t, [d[key] for d in tr.ticks], style, ms=3, lw=1.2, label="e" if key == "error" else key)
-    ax.axhline(0, color="grey", lw=0.5)
-    ax.set_xlabel("controller tick")
-    ax.set_ylabel("control")
-    ax.legend(loc="upper right", fontsize=8, ncol=5)
-    ax = axes[2]
-    ax.step(t, [d["max_words"] for d in tr.ticks], where="mid", color="C0", label="words allowed")
-    ax.bar(t, [d.get("edit_words") or 0 for d in tr.ticks], color="C1", alpha=0.6, label="words changed")
-    holds = [d["tick"] for d in tr.ticks if d.get("action") == "hold"]
-    ax.plot(holds, [0] * len(holds), "x", color="C3", label="hold")
-    ax.set_xlabel("controller tick")
-    ax.set_ylabel("words")
-    ax.legend(loc="upper right", fontsize=8)
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
-
-
-def trajectory_json(source: History | Iterable[TrialRecord] | str | Path) -> str:
-    """The rebuilt trajectory as JSON (for notebooks and reports)."""
-    tr = read_trajectory(source)
-    return json.dumps({**asdict(tr), "response": tr.response().to_dict()}, indent=2)

@@ -23,13 +23,8 @@ from promptopt.core.exceptions import ConfigError
 from promptopt.models.base import GenerationRequest
 from promptopt.models.fake import FakeModel, last_user
 from promptopt.optimizers.control import step_response
-from promptopt.optimizers.feedback import (
-    FeedbackConfig,
-    FeedbackOptimizer,
-    magnitude,
-    plot_trajectory,
-    read_trajectory,
-)
+from promptopt.optimizers.feedback import FeedbackConfig, FeedbackOptimizer, magnitude
+from promptopt.optimizers.feedback_trajectory import plot_trajectory, read_trajectory
 
 PLANT_SYSTEM = "You are the plant."
 SEED = "Answer the item."  # 3 words
