@@ -23,7 +23,8 @@ from promptopt.models.base import GenerationRequest
 from promptopt.models.budget import BudgetTracker
 from promptopt.models.client import ModelClient
 from promptopt.optimizers import PE2Optimizer
-from promptopt.optimizers.meta import PROPOSER_SYSTEM, extract_instruction, render_conversation
+from promptopt.optimizers.proposer import PROPOSER_SYSTEM, render_conversation
+from promptopt.optimizers.screening import extract_instruction
 from promptopt.testing import TOY_BEST_INSTRUCTION, TOY_SYSTEM, TOY_TEMPLATE, make_toy_task, toy_model
 
 if TYPE_CHECKING:

@@ -21,20 +21,21 @@ cannot pay for the induction, one race and one confirmation is refused before an
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
-from promptopt.core.candidate import Prompt
 from promptopt.optimizers.base import Optimizer, register_optimizer
-from promptopt.optimizers.meta import Proposer, extract_instruction, format_example, render_meta_prompt
+from promptopt.optimizers.induction import induce, induction_prompts
 from promptopt.optimizers.planning import affordable, eval_cost, race_confirmations, race_worst_case, subprompts
+from promptopt.optimizers.proposer import Proposer, render_meta_prompt
 from promptopt.optimizers.racing import Race, RaceTotals, RacingConfig, incumbents_of
-from promptopt.run.context import EvalRequest, RunContext, RunState
+from promptopt.optimizers.screening import screen_reply
+from promptopt.optimizers.steps import evaluate_step, next_step, race_step, stop_if_asked
 
 if TYPE_CHECKING:
+    from promptopt.core.candidate import Prompt
     from promptopt.core.task import Task
-    from promptopt.run.history import TrialRecord
+    from promptopt.run.context import RunContext
 
 logger = logging.getLogger(__name__)
 
@@ -50,9 +51,6 @@ class APEConfig(RacingConfig):
     temperature: float = field(default=0.9, metadata={"min": 0.0, "help": "proposer sampling temperature"})
     max_words: int = field(default=60, metadata={"min": 1, "help": "longer proposals are rejected"})
     max_tokens: int = field(default=96, metadata={"min": 1, "help": "proposer reply length"})
-
-
-Phase = Literal["induce", "select", "resample", "done"]
 
 
 @register_optimizer("ape")
@@ -71,124 +69,75 @@ class APEOptimizer(Optimizer):
         sizes = c.race_sizes(c.minibatch_size, n_dev)
         return c.n_prompts + (eval_cost(seed, sizes[-1]) if sizes else 0) + eval_cost(seed, n_dev)
 
-    def setup(self, ctx: RunContext) -> None:
-        super().setup(ctx)
+    def run(self, ctx: RunContext) -> str | None:
+        """Induce, select, then ``resample_rounds`` rounds of resample and select (the module docstring's steps)."""
         c = self.config
+        self.ctx = ctx
         self.proposer = Proposer(ctx.proposer, temperature=c.temperature, max_tokens=c.max_tokens)
         dev = list(ctx.task.dev)
         self.sizes = c.race_sizes(c.minibatch_size, len(dev))
         self.minibatch = tuple(ctx.rng.sample(dev, self.sizes[-1])) if self.sizes else None
-        self.phase: Phase = "induce"
-        self.round = 0
-        self.race: Race | None = None
+        """The dev sample every race runs on (None: dev too small to race on)."""
         self.racing = RaceTotals()
-
-    def propose(self, state: RunState) -> Sequence[Prompt | EvalRequest]:
-        if self.phase == "induce":
-            n = self._affordable(self.config.n_prompts, state)
+        stop_if_asked(ctx)
+        # 1. induce: instructions from train demos
+        n = self._affordable(c.n_prompts, round_=0)
+        if not n:
+            return self._planned_out()
+        seed = ctx.seed_record.prompt
+        replies = induce(self.proposer, induction_prompts(ctx.task.train, n, n_demos=c.n_demos, rng=ctx.rng))
+        candidates = self._keep(replies, seed, "ape:induce")
+        if not candidates:
+            return None
+        # 2. select: race on the dev sample, the top_k survivors to full dev
+        self._select(candidates)
+        # 3. resample: paraphrases of the best so far, selected the same way
+        for round_ in range(1, c.resample_rounds + 1):
+            best = sorted(ctx.history.full(), key=lambda r: (-r.mean, r.trial))[: c.top_k]
+            n = self._affordable(c.n_resample * len(best), round_=round_)
             if not n:
-                return self._planned_out(state)
-            return self._screen(self._induce(n, state), state)
-        if self.phase == "select":
-            assert self.race is not None
-            stage = self.race.requests()
-            if stage:
-                return stage
-            self.racing.add(self.race)
-            self.phase = "resample" if self.round < self.config.resample_rounds else "done"
-            promoted = [p for p, _ in self.race.ranking()[: self.config.top_k]]
-            if promoted:
-                return promoted
-            return self.propose(state)  # every candidate lost to its parent: go on with the next phase
-        if self.phase == "resample":
-            self.round += 1
-            best = sorted(state.history.full(), key=lambda r: (-r.mean, r.trial))[: self.config.top_k]
-            n = self._affordable(self.config.n_resample * len(best), state)
-            if not n:
-                return self._planned_out(state)
-            return self._screen(self._resample([r.prompt for r in best], n, state), state)
-        return []
-
-    def observe(self, state: RunState, records: Sequence[TrialRecord]) -> None:
-        if self.race is not None and self.phase == "select":
-            for r in records:
-                if not r.full:
-                    self.race.record(r.prompt, r.result)
-
-    # -- budget plan ----------------------------------------------------------------------------
-    def _per_candidate(self, state: RunState) -> int:
-        """Worst-case planned calls of one proposal: its proposer call and its race (every stage), or its
-        full-dev evaluation when there is no race."""
-        return 1 + race_worst_case(self.sizes, len(self.ctx.task.dev), subprompts(state.seed_record.prompt))
-
-    def _reserve(self, n: int, state: RunState) -> int:
-        """Planned calls kept for confirming up to ``top_k`` of ``n`` raced candidates on full dev."""
-        k = subprompts(state.seed_record.prompt)
-        return race_confirmations(self.ctx, self.sizes, n, self.config.top_k, k)
-
-    def _affordable(self, wanted: int, state: RunState) -> int:
-        """How many of ``wanted`` proposals this screening can pay for, confirmations reserved first."""
-        fits = affordable(
-            range(wanted),
-            self.ctx.calls_left(),
-            lambda _: self._per_candidate(state),
-            lambda p: self._reserve(len(p), state),
-        )
-        if 0 < len(fits) < wanted:
-            logger.info("APE round %d: %d of %d proposals asked, to fit the budget", self.round, len(fits), wanted)
-        return len(fits)
-
-    def _planned_out(self, state: RunState) -> list[Prompt | EvalRequest]:
-        left, need = self.ctx.calls_left(), self._per_candidate(state) + self._reserve(1, state)
-        state.stop_reason = (
-            f"budget planned out: {left} call{'s' * (left != 1)} left, one more candidate needs {need} "
-            "(its proposal, race and confirmation on full dev, worst case)"
-        )
-        self.phase = "done"
-        return []
+                return self._planned_out()
+            candidates = self._resample([r.prompt for r in best], n)
+            if not candidates:
+                return None
+            self._select(candidates)
+        return None
 
     # -- steps ----------------------------------------------------------------------------------
-    def _screen(self, candidates: list[Prompt], state: RunState) -> list[Prompt | EvalRequest]:
-        """Race new candidates on the dev sample (or go straight to full dev when dev is small); the parents'
-        dev results take part in the race for free."""
-        if not candidates:
-            self.phase = "done"
-            return []
-        if self.minibatch is None:
-            self.phase = "resample" if self.round < self.config.resample_rounds else "done"
-            return list(candidates)
-        parents = {p for c in candidates for p in c.parents}
-        incumbents = incumbents_of(r for r in state.history.full() if r.prompt.id in parents)
-        self.race = Race(candidates, self.minibatch, self.sizes, alpha=self.config.race_alpha, incumbents=incumbents)
-        self.phase = "select"
-        return list(self.race.requests())
-
-    def _keep(self, texts: list[str], parent: Prompt, origin: str, state: RunState) -> list[Prompt]:
-        seen = {r.prompt.instruction for r in state.history} | {parent.instruction}
-        forbidden = [str(v) for ex in self.ctx.task.train for v in ex.inputs.values()]
+    def _keep(self, texts: list[str], parent: Prompt, origin: str) -> list[Prompt]:
+        """Screen replies (extraction and duplicates, not the meta family's chatter checks) into children."""
+        ctx = self.ctx
+        seen = {r.prompt.instruction for r in ctx.history} | {parent.instruction}
+        forbidden = [str(v) for ex in ctx.task.train for v in ex.inputs.values()]
+        max_words = self.config.max_words
         out: list[Prompt] = []
         for text in texts:
-            ext = extract_instruction(text, max_words=self.config.max_words, forbidden=forbidden)
-            if ext.instruction is None:
-                state.reject(ext.reason or "invalid")
-            elif ext.instruction in seen:
-                state.reject("duplicate")
+            s = screen_reply(text, parent, seen=seen, max_words=max_words, forbidden=forbidden, strict=False)
+            if s.instruction is None:
+                ctx.reject(s.reason or "invalid")
             else:
-                seen.add(ext.instruction)
-                out.append(parent.with_instruction(ext.instruction, origin=origin, step=state.step))
+                seen.add(s.instruction)
+                out.append(parent.with_instruction(s.instruction, origin=origin, step=next_step(ctx)))
         return out
 
-    def _induce(self, n: int, state: RunState) -> list[Prompt]:
-        """``n`` inductions (``n_prompts``, or fewer when the budget plan says so)."""
-        train = list(self.ctx.task.train)
-        k = min(self.config.n_demos, len(train))
-        metas = [
-            render_meta_prompt("ape_induce", demos=[format_example(d) for d in self.ctx.rng.sample(train, k)])
-            for _ in range(n)
-        ]
-        return self._keep(self.proposer.ask(metas), state.seed_record.prompt, "ape:induce", state)
+    def _select(self, candidates: list[Prompt]) -> None:
+        """Race new candidates on the dev sample (the parents' dev results take part for free) and confirm the
+        ``top_k`` survivors on full dev; without a race every candidate goes straight to full dev."""
+        ctx = self.ctx
+        if self.minibatch is None:
+            evaluate_step(ctx, candidates)
+            return
+        parents = {p for cand in candidates for p in cand.parents}
+        incumbents = incumbents_of(r for r in ctx.history.full() if r.prompt.id in parents)
+        race = Race(candidates, self.minibatch, self.sizes, alpha=self.config.race_alpha, incumbents=incumbents)
+        race_step(ctx, race)
+        assert self.racing is not None
+        self.racing.add(race)
+        promoted = [p for p, _ in race.ranking()[: self.config.top_k]]
+        if promoted:  # else every candidate lost to its parent
+            evaluate_step(ctx, promoted)
 
-    def _resample(self, parents: list[Prompt], n: int, state: RunState) -> list[Prompt]:
+    def _resample(self, parents: list[Prompt], n: int) -> list[Prompt]:
         """``n`` paraphrases (``n_resample`` per parent, or fewer when the budget plan says so: shared out as
         evenly as possible, the better parents first)."""
         out: list[Prompt] = []
@@ -197,5 +146,32 @@ class APEOptimizer(Optimizer):
             if not count:
                 continue
             metas = [render_meta_prompt("ape_resample", instruction=parent.instruction)] * count
-            out += self._keep(self.proposer.ask(metas), parent, "ape:resample", state)
+            out += self._keep(self.proposer.ask(metas), parent, "ape:resample")
         return out
+
+    # -- budget plan ----------------------------------------------------------------------------
+    def _per_candidate(self) -> int:
+        """Worst-case planned calls of one proposal: its proposer call and its race (every stage), or its
+        full-dev evaluation when there is no race."""
+        return 1 + race_worst_case(self.sizes, len(self.ctx.task.dev), subprompts(self.ctx.seed_record.prompt))
+
+    def _reserve(self, n: int) -> int:
+        """Planned calls kept for confirming up to ``top_k`` of ``n`` raced candidates on full dev."""
+        k = subprompts(self.ctx.seed_record.prompt)
+        return race_confirmations(self.ctx, self.sizes, n, self.config.top_k, k)
+
+    def _affordable(self, wanted: int, *, round_: int) -> int:
+        """How many of ``wanted`` proposals this screening can pay for, confirmations reserved first."""
+        fits = affordable(
+            range(wanted), self.ctx.calls_left(), lambda _: self._per_candidate(), lambda p: self._reserve(len(p))
+        )
+        if 0 < len(fits) < wanted:
+            logger.info("APE round %d: %d of %d proposals asked, to fit the budget", round_, len(fits), wanted)
+        return len(fits)
+
+    def _planned_out(self) -> str:
+        left, need = self.ctx.calls_left(), self._per_candidate() + self._reserve(1)
+        return (
+            f"budget planned out: {left} call{'s' * (left != 1)} left, one more candidate needs {need} "
+            "(its proposal, race and confirmation on full dev, worst case)"
+        )

@@ -11,7 +11,7 @@ One step, for each beam parent:
 3. *Monte-Carlo successors*: ``n_paraphrases`` paraphrases of each accepted edit (the same
    ``ape_resample.jinja`` meta-prompt APE uses); a paraphrase is recorded as a child of the parent, with
    ``meta["paraphrase_of"]`` naming the edit.
-4. *Beam selection*: shared with pe2/opro (:class:`~promptopt.optimizers.meta.BeamSearchOptimizer`).
+4. *Beam selection*: shared with pe2/opro (:class:`~promptopt.optimizers.beam.BeamSearchOptimizer`).
 
 Mapping choices: ProTeGi selects the beam with bandits (UCB / successive rejects) over train minibatches;
 here candidates are raced once on a dev minibatch and the best go to the full dev split, so every
@@ -28,14 +28,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from promptopt.optimizers.base import register_optimizer
-from promptopt.optimizers.meta import (
-    BeamSearchOptimizer,
-    Failure,
-    FailureSearchConfig,
-    SearchConfig,
-    render_conversation,
-)
-from promptopt.run.context import RunState
+from promptopt.optimizers.beam import BeamSearchOptimizer, FailureSearchConfig, SearchConfig
+from promptopt.optimizers.proposer import Failure, render_conversation
 
 if TYPE_CHECKING:
     from promptopt.core.candidate import Prompt
@@ -71,8 +65,10 @@ class APOOptimizer(BeamSearchOptimizer):
         paraphrases = edits * config.n_paraphrases
         return edits + paraphrases, gradients + edits + paraphrases
 
-    def children(self, parents: Sequence[TrialRecord], state: RunState) -> list[Prompt]:
-        c = self.config
+    def children(self, parents: Sequence[TrialRecord], config: SearchConfig) -> list[Prompt]:
+        """Steps 1-3 for each parent: gradients from failure batches, edits along them, paraphrases of the edits."""
+        assert isinstance(config, APOConfig)
+        c = config
         jobs: list[tuple[TrialRecord, list[Failure]]] = []
         for parent in parents:
             for _ in range(c.n_gradients):
@@ -81,6 +77,7 @@ class APOOptimizer(BeamSearchOptimizer):
                     jobs.append((parent, failures))
         if not jobs:
             return []
+        # 1. textual gradients: reasons why the prompt gets a fresh batch of failures wrong
         shown = [[f.as_dict() for f in failures] for _, failures in jobs]
         gradients = self.proposer.ask_chat(
             [
@@ -89,6 +86,7 @@ class APOOptimizer(BeamSearchOptimizer):
             ],
             max_tokens=c.gradient_max_tokens,
         )
+        # 2. edits along each gradient
         edit_jobs = [
             (parent, failures, s, g.strip())
             for (parent, failures), s, g in zip(jobs, shown, gradients, strict=True)
@@ -102,16 +100,15 @@ class APOOptimizer(BeamSearchOptimizer):
         edits: list[tuple[TrialRecord, Prompt]] = []
         for (parent, failures, _, gradient), ask, reply in zip(edit_jobs, asks, replies, strict=True):
             meta = {"failures": [f.example.id for f in failures], "gradient": gradient}
-            kids = self.screen([reply], parent.prompt, state, origin="apo", metas=[meta], meta_prompts=[ask])
+            kids = self.screen([reply], parent.prompt, origin="apo", metas=[meta], meta_prompts=[ask])
             edits += [(parent, kid) for kid in kids]
         out = [kid for _, kid in edits]
+        # 3. Monte-Carlo successors: paraphrases of each accepted edit, children of the same parent
         if c.n_paraphrases:
             para_jobs = [(parent, kid) for parent, kid in edits for _ in range(c.n_paraphrases)]
             asks = [render_conversation("ape_resample", instruction=kid.instruction) for _, kid in para_jobs]
             replies = self.proposer.ask_chat(asks)
             for (parent, kid), ask, reply in zip(para_jobs, asks, replies, strict=True):
                 meta = {"paraphrase_of": kid.id}
-                out += self.screen(
-                    [reply], parent.prompt, state, origin="apo:paraphrase", metas=[meta], meta_prompts=[ask]
-                )
+                out += self.screen([reply], parent.prompt, origin="apo:paraphrase", metas=[meta], meta_prompts=[ask])
         return out

@@ -14,7 +14,7 @@ Mapping choices:
 - Each exemplar is the task's own template rendered with ``<INS>`` in the instruction's place, which is
   OPRO's "instruction position" made exact for any template.
 - New instructions are raced on a dev minibatch before full dev, like the rest of the family
-  (:class:`~promptopt.optimizers.meta.BeamSearchOptimizer`); each is recorded as a child of the best
+  (:class:`~promptopt.optimizers.beam.BeamSearchOptimizer`); each is recorded as a child of the best
   instruction so far (whose template and demos it inherits).
 """
 
@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from promptopt.optimizers.base import register_optimizer
-from promptopt.optimizers.meta import BeamSearchOptimizer, SearchConfig, render_conversation
-from promptopt.run.context import RunState
+from promptopt.optimizers.beam import BeamSearchOptimizer, SearchConfig
+from promptopt.optimizers.proposer import render_conversation
 
 if TYPE_CHECKING:
     from promptopt.core.candidate import Prompt
@@ -57,8 +57,10 @@ class OPROOptimizer(BeamSearchOptimizer):
         assert isinstance(config, OPROConfig)
         return config.n_samples, config.n_samples
 
-    def children(self, parents: Sequence[TrialRecord], state: RunState) -> list[Prompt]:
-        c = self.config
+    def children(self, parents: Sequence[TrialRecord], config: SearchConfig) -> list[Prompt]:
+        """One meta-prompt — the scored instructions ascending, fresh train problems — and ``n_samples`` replies."""
+        assert isinstance(config, OPROConfig)
+        c = config
         best = parents[0].prompt
         shown = sorted(parents, key=lambda r: (r.mean, -r.trial))
         train = list(self.ctx.task.train)
@@ -80,6 +82,4 @@ class OPROOptimizer(BeamSearchOptimizer):
         meta = {"shown": [r.prompt.id for r in shown]}
         n = len(replies)
         tags = ("INS", "prompt")
-        return self.screen(
-            replies, best, state, origin="opro", tags=tags, metas=[meta] * n, meta_prompts=[meta_prompt] * n
-        )
+        return self.screen(replies, best, origin="opro", tags=tags, metas=[meta] * n, meta_prompts=[meta_prompt] * n)

@@ -27,7 +27,7 @@ presets in ``optimizers/pe2-*.yaml``):
   the recorded edits and scores instead — no extra call, and no summary a small proposer could garble.
 - *Search*: ``n_children`` children per parent, a beam of ``beam_size`` kept across all steps
   (back-tracking), children raced on a dev minibatch before the full dev split
-  (:class:`~promptopt.optimizers.meta.BeamSearchOptimizer`).
+  (:class:`~promptopt.optimizers.beam.BeamSearchOptimizer`).
 
 - *Meta-prompt wording* (``meta_prompt``): ``"paper"`` (default) is the reference's two-turn conversation with
   its assistant acknowledgement turn. ``"compact"`` (``meta_prompts/pe2_compact.jinja``, preset
@@ -50,16 +50,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from promptopt.core.exceptions import ConfigError
 from promptopt.optimizers.base import register_optimizer
-from promptopt.optimizers.meta import (
-    BeamSearchOptimizer,
-    Failure,
-    FailureSearchConfig,
-    SearchConfig,
-    full_template,
-    lineage,
-    render_conversation,
-)
-from promptopt.run.context import RunState
+from promptopt.optimizers.beam import BeamSearchOptimizer, FailureSearchConfig, SearchConfig, lineage
+from promptopt.optimizers.proposer import Failure, render_conversation
 
 if TYPE_CHECKING:
     from promptopt.core.candidate import Prompt
@@ -95,6 +87,16 @@ class PE2Config(FailureSearchConfig):
             raise ConfigError(f"must be 'paper' or 'compact', got {self.meta_prompt!r}", field="meta_prompt")
 
 
+def full_template(prompt: Prompt, *, instruction: str | None = None) -> str:
+    """PE2's context specification: the user message the instruction sits in, each input shown as ``<field>``."""
+    fields = sorted(prompt.prompt_template.input_variables)
+    return prompt.prompt_template.render(
+        instruction=prompt.instruction if instruction is None else instruction,
+        inputs={f: f"<{f}>" for f in fields},
+        demos=prompt.demo_variables(),
+    )
+
+
 @register_optimizer("pe2")
 class PE2Optimizer(BeamSearchOptimizer):
     """PE2: analyse failures with a structured meta-prompt, then edit the prompt (within a step size)."""
@@ -111,8 +113,11 @@ class PE2Optimizer(BeamSearchOptimizer):
         assert isinstance(config, PE2Config)
         return n_parents * config.n_children, 2 * n_parents * config.n_children
 
-    def children(self, parents: Sequence[TrialRecord], state: RunState) -> list[Prompt]:
-        c = self.config
+    def children(self, parents: Sequence[TrialRecord], config: SearchConfig) -> list[Prompt]:
+        """``n_children`` per parent, each from a fresh batch of its failures: Step 1 analyses them (one call),
+        Step 2 writes the new prompt with the analysis as the assistant's turn (a second call)."""
+        assert isinstance(config, PE2Config)
+        c = config
         jobs: list[tuple[TrialRecord, list[Failure]]] = []
         for parent in parents:
             for _ in range(c.n_children):
@@ -122,10 +127,12 @@ class PE2Optimizer(BeamSearchOptimizer):
         if not jobs:
             return []
         name = META_PROMPTS[c.meta_prompt]
-        variables = [self.meta_variables(parent, failures, state) for parent, failures in jobs]
+        variables = [self.meta_variables(parent, failures, c) for parent, failures in jobs]
+        # Step 1: reasoning about the failures
         analyses = self.proposer.ask_chat(
             [render_conversation(name, **v, reasoning=None) for v in variables], max_tokens=c.reasoning_max_tokens
         )
+        # Step 2: the refined prompt, after the analysis
         step2 = [render_conversation(name, **v, reasoning=a.strip()) for v, a in zip(variables, analyses, strict=True)]
         replies = self.proposer.ask_chat(step2)
         out: list[Prompt] = []
@@ -134,7 +141,6 @@ class PE2Optimizer(BeamSearchOptimizer):
             out += self.screen(
                 [reply],
                 parent.prompt,
-                state,
                 origin="pe2",
                 step_size=c.step_size,
                 cue=ANSWER_CUES[c.meta_prompt],
@@ -143,14 +149,14 @@ class PE2Optimizer(BeamSearchOptimizer):
             )
         return out
 
-    def meta_variables(self, parent: TrialRecord, failures: Sequence[Failure], state: RunState) -> dict[str, Any]:
+    def meta_variables(self, parent: TrialRecord, failures: Sequence[Failure], config: PE2Config) -> dict[str, Any]:
         """The template variables of ``pe2.jinja`` / ``pe2_compact.jinja`` for one child of ``parent``."""
-        c = self.config
+        c = config
         history = None
         if c.momentum:
             history = [
                 {**asdict(e), "score_before": f"{e.score_before:.2f}", "score_after": f"{e.score_after:.2f}"}
-                for e in lineage(parent, state.history, limit=c.history_size)
+                for e in lineage(parent, self.ctx.history, limit=c.history_size)
             ]
         return {
             "task_description": c.task_description,

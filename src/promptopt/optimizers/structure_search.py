@@ -4,7 +4,7 @@ Search space (one categorical parameter each, conditional where it only matters 
 
 - ``instruction`` — the seed instruction, the configured ``instructions`` and up to ``n_instructions`` induced
   by the proposer from train demos (APE's meta-prompt), kept only if they pass the meta family's screening
-  (:func:`~promptopt.optimizers.meta.screen_proposals`: no chatter, no copied input or meta-prompt line, at most
+  (:func:`~promptopt.optimizers.screening.screen_proposals`: no chatter, no copied input or meta-prompt line, at most
   ``max_words``; rejections are counted in the result);
 - ``shots`` (0 = zero-shot), ``demo_seed`` (which random draw of demos), ``demo_format`` (inline or chat turns,
   :attr:`~promptopt.core.candidate.Prompt.demo_format`) and for In-Context Sampling ``k``, ``strategy`` and
@@ -59,10 +59,13 @@ from promptopt.core.exceptions import ConfigError
 from promptopt.core.messages import Message
 from promptopt.core.sampling import AGGREGATIONS, STRATEGIES
 from promptopt.optimizers.base import Optimizer, register_optimizer
+from promptopt.optimizers.beam import score_on
 from promptopt.optimizers.config import OptimizerConfig
 from promptopt.optimizers.ics import TupleSettingsMixin, check_choices
-from promptopt.optimizers.meta import Proposer, format_example, render_meta_prompt, score_on, screen_proposals
+from promptopt.optimizers.induction import induce, induction_prompts
 from promptopt.optimizers.planning import affordable, eval_cost, subprompts
+from promptopt.optimizers.proposer import Proposer
+from promptopt.optimizers.screening import screen_proposals
 from promptopt.prompts.formats import (
     ROBUST_OBJECTIVES,
     Robust,
@@ -237,18 +240,12 @@ class StructureSearchOptimizer(TupleSettingsMixin, Optimizer):
             return
         task, c = self.ctx.task, self.config
         out = list(dict.fromkeys([task.instruction, *c.instructions]))
-        train = list(task.train)
-        metas = [
-            render_meta_prompt(
-                "ape_induce", demos=[format_example(d) for d in self.ctx.rng.sample(train, min(5, len(train)))]
-            )
-            for _ in range(c.n_instructions)
-        ]
+        metas = induction_prompts(task.train, c.n_instructions, n_demos=5, rng=self.ctx.rng)
         metas = affordable(metas, self._calls_left(), lambda _: 1, lambda _: self.min_calls(task))
         if len(metas) < c.n_instructions:
             logger.info("structure_search: the call budget pays for %d of %d inductions", len(metas), c.n_instructions)
         if metas:
-            replies = Proposer(self.ctx.proposer, temperature=c.temperature, max_tokens=c.max_tokens).ask(metas)
+            replies = induce(Proposer(self.ctx.proposer, temperature=c.temperature, max_tokens=c.max_tokens), metas)
             kids = screen_proposals(
                 replies,
                 task.seed_prompt(),

@@ -1,6 +1,6 @@
-"""The machinery pe2/apo/opro share (meta.py): proposal screening, extraction, rendering, beam and racing;
-presets; resume by replay; the CLI; record/replay cassettes (including a golden session recorded with the
-embedded SmolLM2 proposer)."""
+"""The machinery pe2/apo/opro share (proposer.py, screening.py, beam.py): proposal screening, extraction,
+rendering, beam and racing; presets; resume by replay; the CLI; record/replay cassettes (including a golden
+session recorded with the embedded SmolLM2 proposer)."""
 
 from __future__ import annotations
 
@@ -25,16 +25,11 @@ from promptopt.models.base import GenerationRequest, Model
 from promptopt.models.budget import Budget
 from promptopt.models.fake import FakeModel
 from promptopt.optimizers import OPTIMIZERS, APOOptimizer, OPROOptimizer, PE2Optimizer
-from promptopt.optimizers.meta import (
-    extract_instruction,
-    full_template,
-    lineage,
-    render_conversation,
-    score_on,
-    screen_proposals,
-    select_beam,
-)
+from promptopt.optimizers.beam import lineage, score_on, select_beam
+from promptopt.optimizers.pe2 import full_template
 from promptopt.optimizers.presets import load_optimizer
+from promptopt.optimizers.proposer import render_conversation
+from promptopt.optimizers.screening import extract_instruction, screen_proposals
 from promptopt.run.callbacks import TrialFinished
 from promptopt.run.context import RunState
 from promptopt.run.history import History, TrialRecord
@@ -271,7 +266,7 @@ def _interrupt_at(trial: int):
 def test_resume_replays_to_the_same_result(name: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Interrupt a run whose steps the budget plan shrinks, resume it with the same budget: same history and
     spend as one uninterrupted run (plans count every request, cache hits included, so they replay)."""
-    caplog.set_level(logging.INFO, logger="promptopt.optimizers.meta")
+    caplog.set_level(logging.INFO, logger="promptopt.optimizers.beam")
     budget = TIGHT[name]
     straight = run(
         load_optimizer(name, minibatch_size=6),

@@ -14,8 +14,8 @@ from promptopt.core.exceptions import ConfigError
 from promptopt.models.base import GenerationRequest
 from promptopt.models.fake import FakeModel, last_user
 from promptopt.optimizers import PE2Optimizer
-from promptopt.optimizers.meta import extract_instruction, word_edit_distance
 from promptopt.optimizers.presets import load_optimizer
+from promptopt.optimizers.screening import extract_instruction, word_edit_distance
 from promptopt.testing import TOY_BEST_INSTRUCTION, TOY_PARTIAL_INSTRUCTION, TOY_SEED_INSTRUCTION
 
 FAST: dict[str, Any] = {"minibatch_size": 6}
