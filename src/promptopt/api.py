@@ -22,6 +22,7 @@ from promptopt.models.budget import DEFAULT_MAX_ERRORS, Budget, BudgetTracker, E
 from promptopt.models.cache import ResponseCache, open_cache
 from promptopt.models.client import ModelClient
 from promptopt.optimizers.base import Optimizer
+from promptopt.optimizers.config import is_one_of
 from promptopt.optimizers.planning import refuse_small_budget
 from promptopt.optimizers.presets import build_optimizer, load_optimizer
 from promptopt.run.callbacks import Callback, RunFinished, RunStarted
@@ -30,13 +31,13 @@ from promptopt.run.loop import SELECTIONS, Run, Selection, require_score
 from promptopt.run.result import OptimizationResult
 from promptopt.run.rundir import CONFIG_FILE, prepare_run_dir, read_run_config, readable_history
 
-MODES: tuple[str, ...] = get_args(Mode)
+MODES: tuple[Mode, ...] = get_args(Mode)
 MaxErrors = ErrorLimit | float | int | str | None
 
 
-def check_mode(mode: str, task: Task | None = None) -> None:
-    """Refuse an unknown evaluation mode, or label scoring for a ``task`` without labels."""
-    if mode not in MODES:
+def check_mode(mode: str, task: Task | None = None) -> Mode:
+    """``mode``, checked: refuse an unknown evaluation mode, or label scoring for a ``task`` without labels."""
+    if not is_one_of(mode, MODES):
         raise ConfigError(f"unknown mode {mode!r}; use {', '.join(MODES)}.", field="mode")
     if mode == "score" and task is not None and task.labels is None:
         raise ConfigError(
@@ -44,6 +45,14 @@ def check_mode(mode: str, task: Task | None = None) -> None:
             "the task 'labels'.",
             field="mode",
         )
+    return mode
+
+
+def check_select(select: str) -> Selection:
+    """``select``, checked: refuse an unknown way to select the result."""
+    if not is_one_of(select, SELECTIONS):
+        raise ConfigError(f"select must be one of {', '.join(SELECTIONS)}, got {select!r}", field="select")
+    return select
 
 
 def optimize(
@@ -84,8 +93,7 @@ def optimize(
     with :class:`TooManyErrors` when too many model calls fail, and so does a seed or test evaluation where every
     example failed: an outage is not a score. Finished calls are cached, so resuming does not pay them again.
     """
-    if select not in SELECTIONS:
-        raise ConfigError(f"select must be one of {', '.join(SELECTIONS)}, got {select!r}", field="select")
+    check_select(select)
     if resume and run_dir is None:
         raise ConfigError("resume=True needs the run_dir of the run to continue.", field="run_dir")
     task_spec = str(task) if isinstance(task, str | Path) else task.source

@@ -10,6 +10,7 @@ reporting in :mod:`promptopt.cli.errors`, progress bars in :mod:`promptopt.cli.p
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import typer
@@ -31,11 +32,23 @@ __all__ = ["app", "evaluate", "main", "optimize", "spread"]
 class _Commands(TyperGroup):
     """The command group: a usage error (unknown option, bad option value) is one line and exit 2, like bad input."""
 
-    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
         if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kwargs)
+            return super().main(
+                args, prog_name, complete_var, standalone_mode=False, windows_expand_args=windows_expand_args, **extra
+            )
         try:
-            code = super().main(*args, standalone_mode=False, **kwargs)
+            code = super().main(
+                args, prog_name, complete_var, standalone_mode=False, windows_expand_args=windows_expand_args, **extra
+            )
         except click.exceptions.ClickException as exc:
             if type(exc).__name__ != "NoArgsIsHelpError":  # that one has printed the help text already
                 ctx = getattr(exc, "ctx", None)

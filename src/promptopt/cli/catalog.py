@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from functools import partial
 
 import typer
 from rich.table import Table
@@ -63,7 +64,7 @@ def optimizers_list(json_out: ListingJson = False) -> None:
         for n in OPTIMIZERS.names()
     ]
     for name, path in available_presets().items():
-        spec = guarded(lambda path=path: read_preset(path))
+        spec = guarded(partial(read_preset, path))
         rows.append(
             {"name": name, "kind": "preset", "optimizer": spec["optimizer"], "description": spec.get("description", "")}
         )
@@ -103,5 +104,5 @@ def models_list(json_out: ListingJson = False) -> None:
 
 def first_doc_line(obj: object) -> str:
     """The first line of ``obj``'s docstring, else of its module's."""
-    doc = (obj.__doc__ or "").strip() or (sys.modules[obj.__module__].__doc__ or "").strip()  # type: ignore[attr-defined]
+    doc = (obj.__doc__ or "").strip() or (sys.modules[obj.__module__].__doc__ or "").strip()
     return doc.splitlines()[0] if doc else ""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -38,7 +37,7 @@ def limit_text(value: ErrorLimit | float | int | str | None) -> str:
 OPTIMIZE = api_defaults(api.optimize)
 EVALUATE = api_defaults(api.evaluate)
 SPREAD = api_defaults(api.spread)
-BUDGET = {f.name: f.default for f in fields(Budget)}
+BUDGET = Budget()
 """The API's defaults the options take (``BUDGET``: the limits of ``Budget()``, the API's ``budget=None``)."""
 
 # -- the task, the prompt, the models ------------------------------------------------------------------------------

@@ -68,10 +68,10 @@ def optimize(
     optimizer: OptimizerName = OPTIMIZE["optimizer"],
     model: TaskModel = OPTIMIZE["model"],
     proposer: Proposer = OPTIMIZE["proposer"],
-    budget_calls: BudgetCalls = BUDGET["max_calls"],
-    budget_tokens: BudgetTokens = BUDGET["max_tokens"],
-    budget_cost: BudgetCost = BUDGET["max_cost"],
-    budget_seconds: BudgetSeconds = BUDGET["max_seconds"],
+    budget_calls: BudgetCalls = BUDGET.max_calls,
+    budget_tokens: BudgetTokens = BUDGET.max_tokens,
+    budget_cost: BudgetCost = BUDGET.max_cost,
+    budget_seconds: BudgetSeconds = BUDGET.max_seconds,
     seed: RunSeed = OPTIMIZE["seed"],
     # Not the API's run_dir (None: no run directory): the command line always records its run, in a new
     # directory under this one.
@@ -93,6 +93,7 @@ def optimize(
     setup_logging(verbose)
 
     def run() -> Any:
+        from promptopt.api import check_select
         from promptopt.api import optimize as run_optimize
         from promptopt.api import resume as run_resume
         from promptopt.models.budget import Budget, ErrorLimit
@@ -141,7 +142,7 @@ def optimize(
                     callbacks=callbacks,
                     evaluate_test=not no_test,
                     batch_size=batch_size,
-                    select=select,  # type: ignore[arg-type]
+                    select=check_select(select),
                     max_errors=limit,
                 )
 
@@ -172,6 +173,7 @@ def evaluate(
     """Score a prompt (default: the task's seed prompt) on a split, with a 95% CI and the calls spent."""
 
     def run() -> tuple[Any, Any]:
+        from promptopt.api import check_mode
         from promptopt.api import evaluate as run_evaluate
         from promptopt.core.taskfile import load_task
         from promptopt.models.budget import BudgetTracker
@@ -195,7 +197,7 @@ def evaluate(
                 limit=limit,
                 cache=False if no_cache else (cache if cache is not None else EVALUATE["cache"]),
                 batch_size=batch_size,
-                mode=mode,  # type: ignore[arg-type]
+                mode=check_mode(mode),
                 tracker=tracker,
                 progress=tick,
                 max_errors=max_errors,
@@ -246,7 +248,7 @@ def spread(
         from promptopt.api import spread as run_spread
         from promptopt.models.budget import BudgetTracker, ErrorLimit
 
-        check_mode(mode)
+        checked_mode = check_mode(mode)
         return run_spread(
             task,
             model,
@@ -257,7 +259,7 @@ def spread(
             limit=limit,
             cache=cache if cache is not None else SPREAD["cache"],
             batch_size=batch_size,
-            mode=mode,  # type: ignore[arg-type]
+            mode=checked_mode,
             tracker=BudgetTracker(max_errors=ErrorLimit.of(max_errors)),
         )
 

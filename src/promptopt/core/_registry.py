@@ -9,7 +9,8 @@ from typing import Any, Generic, TypeVar
 
 from promptopt.core.exceptions import ConfigError, UnknownComponentError
 
-T = TypeVar("T")
+# every registry maps names to factories (classes or functions); ``build`` calls them
+T = TypeVar("T", bound=Callable[..., Any])
 
 
 class Registry(Generic[T]):
@@ -42,7 +43,7 @@ class Registry(Generic[T]):
         return deco
 
     def _load_entry_points(self) -> None:
-        if self._entry_points_loaded:
+        if self._entry_points_loaded or self.group is None:
             return
         self._entry_points_loaded = True
         for ep in entry_points(group=self.group):
@@ -70,9 +71,10 @@ class Registry(Generic[T]):
             raise UnknownComponentError(self.kind, name, self._items, hint=hint) from None
         if isinstance(obj, str):
             module, _, attr = obj.partition(":")
-            obj = getattr(importlib.import_module(module), attr)
-            self._items[name] = obj
-        return obj  # type: ignore[return-value]
+            loaded: T = getattr(importlib.import_module(module), attr)
+            self._items[name] = loaded
+            return loaded
+        return obj
 
     def build(self, name: str, *, source: str | None, field: str, **kwargs: Any) -> Any:
         """Call the factory registered as ``name``; errors name the file and field the name came from."""
@@ -81,7 +83,7 @@ class Registry(Generic[T]):
         except UnknownComponentError as exc:
             raise exc.located(source=source, field=field) from None
         try:
-            return factory(**kwargs)  # type: ignore[operator]
+            return factory(**kwargs)
         except TypeError as exc:
             raise ConfigError(f"bad arguments for {self.kind} '{name}': {exc}", source=source, field=field) from exc
 

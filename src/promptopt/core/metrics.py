@@ -20,7 +20,8 @@ from promptopt.core.exceptions import ConfigError
 
 
 class Metric(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def __call__(self, prediction: str, example: Example) -> float: ...
 

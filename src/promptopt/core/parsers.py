@@ -17,7 +17,8 @@ from promptopt.core.metrics import _ARTICLES, _NUMBER, normalize
 
 
 class Parser(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def __call__(self, text: str) -> str | None: ...
 

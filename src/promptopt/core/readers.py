@@ -11,13 +11,16 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from promptopt.core._registry import Registry
 from promptopt.core.exceptions import DataError
 
 Row = dict[str, Any]
 Reader = Callable[..., list[Row]]
+
+# csv.QUOTE_MINIMAL, QUOTE_ALL, QUOTE_NONNUMERIC, QUOTE_NONE: the values csv.DictReader's ``quoting`` takes
+Quoting = Literal[0, 1, 2, 3]
 
 READERS: Registry[Reader] = Registry("data reader", group="promptopt.readers")
 
@@ -63,7 +66,7 @@ def read_json(path: Path, *, key: str | None = None) -> list[Row]:
     return data
 
 
-def _read_delimited(path: Path, delimiter: str, quoting: int) -> list[Row]:
+def _read_delimited(path: Path, delimiter: str, quoting: Quoting) -> list[Row]:
     csv.field_size_limit(sys.maxsize)
     lines = _read_text(path).splitlines()
     reader = csv.DictReader(lines, delimiter=delimiter, quoting=quoting)

@@ -13,8 +13,8 @@ from promptopt.core.exceptions import ConfigError
 
 Strategy = Literal["random", "similar", "diverse"]
 Aggregation = Literal["vote", "confidence"]
-STRATEGIES: tuple[str, ...] = ("random", "similar", "diverse")
-AGGREGATIONS: tuple[str, ...] = ("vote", "confidence")
+STRATEGIES: tuple[Strategy, ...] = ("random", "similar", "diverse")
+AGGREGATIONS: tuple[Aggregation, ...] = ("vote", "confidence")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -280,6 +280,7 @@ class Evaluator:
             )
         rows = [r.label_logprobs for r in answered if r.label_logprobs is not None]
         labels = self.task.labels or ()
+        pred: str | None
         if rows and labels:
             summed = summed_probabilities(rows)
             if aggregation == "confidence":
@@ -294,7 +295,7 @@ class Evaluator:
             prediction=pred,
             score=self.task.metric(pred, ex),
             raw=raw,
-            label_logprobs=tuple(aggregate_vector(rows)) if rows else None,
+            label_logprobs=tuple(aggregate_vector([list(r) for r in rows])) if rows else None,  # takes lists (Vector)
             cached=cached,
         )
 

@@ -8,7 +8,7 @@ raised, so one bad example cannot sink an evaluation. Backends that can score co
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -117,3 +117,11 @@ class Model(Protocol):
     def score(self, requests: Sequence[ScoreRequest]) -> list[Scores]:
         """Only called when ``capabilities.score`` is true."""
         ...
+
+
+class StreamingModel(Model, Protocol):
+    """A model whose ``capabilities.streams_results`` is true: ``generate`` reports each answer as it arrives."""
+
+    def generate(
+        self, requests: Sequence[GenerationRequest], *, on_result: Callable[[int, Completion], None] | None = None
+    ) -> list[Completion]: ...

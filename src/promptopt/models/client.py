@@ -9,10 +9,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from promptopt.core.exceptions import BudgetExhausted, ConfigError
-from promptopt.models.base import Completion, GenerationRequest, Model, ScoreRequest, Scores
+from promptopt.models.base import Completion, GenerationRequest, Model, ScoreRequest, Scores, StreamingModel
 from promptopt.models.budget import BudgetTracker, Usage
 from promptopt.models.cache import ResponseCache, request_key
 
@@ -93,14 +93,15 @@ class ModelClient:
         for start in range(0, len(misses), self.batch_size):
             chunk = misses[start : start + self.batch_size]
             allowed = self.budget.allow(self.role, len(chunk))
-            sent = chunk[:allowed]
+            sent: list[int] = chunk[:allowed]
             batch = [requests[i] for i in sent]
             if kind is Completion and self.model.capabilities.streams_results:
                 # each answer is cached and charged as it arrives: a crash mid-batch loses none of them
                 def keep(j: int, resp: Completion, sent: list[int] = sent) -> None:
                     self._keep(keys, out, [(sent[j], resp)])
 
-                self.model.generate(batch, on_result=keep)  # type: ignore[call-arg]
+                # the capability says the backend's generate takes on_result
+                cast(StreamingModel, self.model).generate(batch, on_result=keep)
             else:
                 self._keep(keys, out, list(zip(sent, call(batch), strict=True)))
             # after caching and charging: the answered calls are kept
@@ -111,10 +112,11 @@ class ModelClient:
                 on_done(len(sent))
             if len(sent) < len(chunk):
                 raise BudgetExhausted(self.budget.exhausted_reason() or "call budget spent")
-        for i, k in enumerate(keys):  # fill in-batch duplicates
-            if out[i] is None:
-                out[i] = dataclasses.replace(out[first_of[k]], cached=True)  # type: ignore[arg-type]
-        return out  # type: ignore[return-value]
+        answers: list[R] = []
+        for i, k in enumerate(keys):  # in-batch duplicates (still None) take the answer of their first request
+            r = out[i]
+            answers.append(r if r is not None else dataclasses.replace(answers[first_of[k]], cached=True))
+        return answers
 
     def _keep(self, keys: Sequence[str], out: list[Any], answered: Sequence[tuple[int, Completion | Scores]]) -> None:
         """Put answers (request index, response) in ``out``, cache the good ones and charge them all."""

@@ -46,7 +46,7 @@ _loop_lock = threading.Lock()
 def _load_litellm() -> ModuleType:
     """Import litellm without its network cost-map lookup, debug prints and warning chatter."""
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    litellm = require("litellm", extra="litellm", feature="LiteLLMModel")
+    litellm: Any = require("litellm", extra="litellm", feature="LiteLLMModel")  # Any: sets a module attribute
     litellm.suppress_debug_info = True
     for name in _LITELLM_LOGGERS:
         logger = logging.getLogger(name)
@@ -149,9 +149,12 @@ def _retry_after(exc: BaseException) -> float:
     """Seconds a rate-limited answer asked to wait (``retry-after-ms`` or ``Retry-After``), 0.0 if none."""
     headers = getattr(exc, "litellm_response_headers", None) or getattr(getattr(exc, "response", None), "headers", {})
     for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:  # absent
+            continue
         try:
-            return max(0.0, float(headers.get(name)) * scale)
-        except (TypeError, ValueError):  # absent, or an HTTP date: fall back to our backoff
+            return max(0.0, float(value) * scale)
+        except (TypeError, ValueError):  # an HTTP date: fall back to our backoff
             continue
     return 0.0
 

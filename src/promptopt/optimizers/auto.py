@@ -109,7 +109,7 @@ class AutoOptimizer(Optimizer):
                 (fewshot, 1.0, reserved, "demonstrations"),
                 (optimizer, 1.0, 0, "soft prompt"),
             ]
-        stages = [(fewshot, c.fewshot_share, 0, "demonstrations")]
+        stages: list[tuple[Optimizer, float, int, str]] = [(fewshot, c.fewshot_share, 0, "demonstrations")]
         if c.instruction_search:
             from promptopt.optimizers.presets import load_optimizer
 

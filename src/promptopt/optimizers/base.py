@@ -24,8 +24,8 @@ Algorithm settings live in a frozen ``Config`` dataclass (every field has a defa
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from promptopt.core._registry import Registry
 from promptopt.core.candidate import Prompt
@@ -140,10 +140,13 @@ for _name, _where in (
     OPTIMIZERS.add(_name, _where)
 
 
-def register_optimizer(name: str):
+_O = TypeVar("_O", bound=type[Optimizer])
+
+
+def register_optimizer(name: str) -> Callable[[_O], _O]:
     """Class decorator: register an optimizer under ``name`` (lowercase snake case)."""
 
-    def deco(cls: type[Optimizer]) -> type[Optimizer]:
+    def deco(cls: _O) -> _O:
         cls.name = name
         OPTIMIZERS.add(name, cls)
         return cls

@@ -31,10 +31,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from promptopt.core.candidate import DEMO_FORMATS, SEARCHED_DEMO_FORMATS, Prompt
+from promptopt.core.candidate import DEMO_FORMATS, SEARCHED_DEMO_FORMATS, DemoFormat, Prompt
 from promptopt.core.data import Example
 from promptopt.core.exceptions import ConfigError
+from promptopt.core.sampling import STRATEGIES, Strategy
 from promptopt.optimizers.base import Optimizer, register_optimizer
+from promptopt.optimizers.config import is_one_of
 from promptopt.optimizers.ics import TupleSettingsMixin, check_choices
 from promptopt.optimizers.planning import affordable, race_confirmations, race_worst_case
 from promptopt.optimizers.racing import Race, RaceTotals, RacingConfig, incumbents_of, race_trials
@@ -95,7 +97,7 @@ class FewShotOptimizer(TupleSettingsMixin, Optimizer):
         self.survivors: dict[str, tuple[Prompt, dict[str, float]]] = {}
         self.teacher: Prompt | None = None
         self.racing = RaceTotals()
-        self.formats = c.demo_formats
+        self.formats = _demo_formats(c)
         self.notes = ()
         if not self.sizes:  # dev too small to race on: every affordable candidate goes straight to full dev
             if chosen := affordable(self.queue, ctx.calls_left(), lambda _: len(dev), lambda _: 0):
@@ -122,17 +124,18 @@ class FewShotOptimizer(TupleSettingsMixin, Optimizer):
         c, train = self.config, list(task.train)
         seed = task.seed_prompt()
         ks = list(dict.fromkeys(min(k, len(train)) for k in c.shots))
-        order = [(k, s, 0) for k in ks for s in c.selections]
-        if "random" in c.selections:
+        selections = [s for s in c.selections if is_one_of(s, STRATEGIES)]  # all: FewShotConfig checked them
+        order: list[tuple[int, Strategy, int]] = [(k, s, 0) for k in ks for s in selections]
+        if "random" in selections:
             order += [(k, "random", d) for d in range(1, c.n_draws) for k in ks]
         out: list[Prompt] = []
         for k, selection, draw in order:
             base = self._select(seed, train, selection, k, draw)
             label = f"labeled {selection} k={k}" + (f" draw {draw}" if draw else "")
-            out += [self._candidate(base, fmt, label) for fmt in c.demo_formats]
+            out += [self._candidate(base, fmt, label) for fmt in _demo_formats(c)]
         return _unique(out)
 
-    def _select(self, seed: Prompt, train: list[Example], selection: str, k: int, draw: int) -> Prompt:
+    def _select(self, seed: Prompt, train: list[Example], selection: Strategy, k: int, draw: int) -> Prompt:
         ctx = self.ctx
         if selection == "random":
             return replace(seed, demos=tuple(random.Random(f"{ctx.seed}:{k}:{draw}").sample(train, k)))
@@ -143,13 +146,13 @@ class FewShotOptimizer(TupleSettingsMixin, Optimizer):
             shots=k,
             strategy=selection,
             seed=ctx.seed,
-            embedder=self.config.embedder,  # type: ignore[arg-type]
+            embedder=self.config.embedder,
         )
 
-    def _candidate(self, base: Prompt, demo_format: str, demos: str) -> Prompt:
+    def _candidate(self, base: Prompt, demo_format: DemoFormat, demos: str) -> Prompt:
         return replace(
             base,
-            demo_format=demo_format,  # type: ignore[arg-type]
+            demo_format=demo_format,
             parents=(),
             origin="fewshot",
             meta={"demos": demos, "demo_format": demo_format},
@@ -201,10 +204,12 @@ class FewShotOptimizer(TupleSettingsMixin, Optimizer):
         return Race(chunk, self.race_examples, self.sizes, alpha=self.config.race_alpha, incumbents=incumbents)
 
     def _finish_race(self, race: Race) -> None:
-        self.racing.add(race)
+        totals = self.racing
+        assert totals is not None  # run() starts them
+        totals.add(race)
         for p, _ in race.ranking():
             self.survivors[p.id] = (p, race.scores[p.id])
-        if self.racing.races == 1:
+        if totals.races == 1:
             self._drop_losing_formats(race)
 
     def _drop_losing_formats(self, race: Race) -> None:
@@ -260,3 +265,8 @@ def _mean(scores: dict[str, float]) -> float:
 
 def _unique(prompts: Sequence[Prompt]) -> list[Prompt]:
     return list({p.id: p for p in prompts}.values())
+
+
+def _demo_formats(config: FewShotConfig) -> tuple[DemoFormat, ...]:
+    """The configured demo formats, in order (FewShotConfig checked them)."""
+    return tuple(f for f in config.demo_formats if is_one_of(f, DEMO_FORMATS))

@@ -26,7 +26,7 @@ from promptopt.core.candidate import DEMO_FORMATS, SEARCHED_DEMO_FORMATS, Prompt
 from promptopt.core.exceptions import ConfigError
 from promptopt.core.sampling import AGGREGATIONS, STRATEGIES
 from promptopt.optimizers.base import Optimizer, register_optimizer
-from promptopt.optimizers.config import OptimizerConfig
+from promptopt.optimizers.config import OptimizerConfig, is_one_of
 from promptopt.optimizers.planning import affordable, eval_cost, subprompts, top_confirmation_cost
 from promptopt.prompts.formats import ROBUST_OBJECTIVES, Robust, format_variants, robust_score
 from promptopt.prompts.ics import make_ics_prompt
@@ -43,12 +43,12 @@ def check_choices(values: Sequence[str], allowed: Sequence[str], name: str) -> N
         raise ConfigError(f"choose from {list(allowed)}, got {list(values)}.", field=name)
 
 
-class TupleSettingsMixin:
+class TupleSettingsMixin(Optimizer):
     """For configs with tuple fields: ``to_config`` gives JSON values (lists), as config.json stores them, so
     a resumed run's settings compare equal to the saved ones."""
 
     def to_config(self) -> dict[str, Any]:
-        return json.loads(json.dumps(super().to_config()))  # type: ignore[misc]
+        return json.loads(json.dumps(super().to_config()))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,14 +97,21 @@ class ICSOptimizer(TupleSettingsMixin, Optimizer):
         self.ctx, c = ctx, self.config
         dev = list(ctx.task.dev)
         self.minibatch = tuple(ctx.rng.sample(dev, c.minibatch_size)) if len(dev) > c.minibatch_size else tuple(dev)
-        aggregations = [a for a in c.aggregations if a == "vote" or ctx.evaluator.resolved_mode == "score"]
+        # the configured choices (ICSConfig checked them), typed as the Literals make_ics_prompt and Prompt take
+        strategies = [s for s in c.strategies if is_one_of(s, STRATEGIES)]
+        demo_formats = [f for f in c.demo_formats if is_one_of(f, DEMO_FORMATS)]
+        aggregations = [
+            a
+            for a in c.aggregations
+            if is_one_of(a, AGGREGATIONS) and (a == "vote" or ctx.evaluator.resolved_mode == "score")
+        ]
         if not aggregations:
             raise ConfigError("aggregation 'confidence' needs label scoring; add 'vote'.", field="aggregations")
         seed_prompt = ctx.task.seed_prompt()
-        combos = sorted(itertools.product(c.ks, c.shots, c.strategies, aggregations), key=lambda x: (x[0] * x[1], x[0]))
+        combos = sorted(itertools.product(c.ks, c.shots, strategies, aggregations), key=lambda x: (x[0] * x[1], x[0]))
         self.candidates: list[Prompt] = []
         seen: set[str] = set()
-        for (k, shots, strategy, aggregation), demo_format in itertools.product(combos, c.demo_formats):
+        for (k, shots, strategy, aggregation), demo_format in itertools.product(combos, demo_formats):
             if k == 1 and aggregation != aggregations[0]:
                 continue  # one sub-prompt: nothing to aggregate
             p = make_ics_prompt(
@@ -112,12 +119,12 @@ class ICSOptimizer(TupleSettingsMixin, Optimizer):
                 ctx.task.train,
                 k=k,
                 shots=min(shots, len(ctx.task.train)),
-                strategy=strategy,  # type: ignore[arg-type]
-                aggregation=aggregation,  # type: ignore[arg-type]
+                strategy=strategy,
+                aggregation=aggregation,
                 seed=ctx.seed,
                 embedder=c.embedder,
             )
-            p = replace(p, demo_format=demo_format, meta={**p.meta, "demo_format": demo_format})  # type: ignore[arg-type]
+            p = replace(p, demo_format=demo_format, meta={**p.meta, "demo_format": demo_format})
             if p.id not in seen:
                 seen.add(p.id)
                 self.candidates.append(p)

@@ -142,10 +142,10 @@ class SoftPromptOptimizer(Optimizer):
                 return stop
         trainer = _Trainer(self, start)
         while True:  # train eval_every steps, save a checkpoint, score it on dev
-            path, finished = trainer.run_until_checkpoint()
-            if path is None:
+            checkpoint, finished = trainer.run_until_checkpoint()
+            if checkpoint is None:
                 return finished
-            self._observe(ctx.evaluate(self._candidate(start, path)))
+            self._observe(ctx.evaluate(self._candidate(start, checkpoint)))
             if stop := self._early_stop() or finished:
                 return stop
 

@@ -14,12 +14,14 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from promptopt.core.candidate import Prompt
 from promptopt.core.data import Example
 
 if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
     from promptopt.core.task import Task
     from promptopt.evaluation.evaluator import Evaluator
     from promptopt.models.base import Model
@@ -160,12 +162,21 @@ class RunContext:
 
 
 class RunnableOptimizer(Protocol):
-    """What the loop needs of an optimizer (:class:`promptopt.optimizers.base.Optimizer` implements it)."""
+    """What the loop needs of an optimizer (:class:`promptopt.optimizers.base.Optimizer` implements it).
 
-    name: str
-    notes: tuple[str, ...]
-    racing: Any
-    """A dataclass of racing totals, or None."""
+    The attributes are read-only here: an optimizer may define them as class variables.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def notes(self) -> tuple[str, ...]: ...
+
+    @property
+    def racing(self) -> DataclassInstance | None:
+        """A dataclass of racing totals (:class:`~promptopt.optimizers.racing.RaceTotals`), or None."""
+        ...
 
     def run(self, ctx: RunContext) -> str | None:
         """Optimize until done; return why it stopped (None: "optimizer finished")."""

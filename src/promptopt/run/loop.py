@@ -30,7 +30,7 @@ from promptopt.run.rundir import versions
 logger = logging.getLogger(__name__)
 
 Selection = Literal["best", "significant"]
-SELECTIONS: tuple[str, ...] = get_args(Selection)
+SELECTIONS: tuple[Selection, ...] = get_args(Selection)
 
 
 def require_score(result: EvalResult, client: ModelClient) -> EvalResult:
@@ -82,6 +82,7 @@ class Run:
         if full and (done := self.history.find(prompt.id)) is not None:
             return done  # already scored on full dev: never pay twice, never duplicate history
         self.label = f"trial {len(self.history)}"
+        status: Literal["complete", "failed"]
         try:
             result: EvalResult | None = self.evaluator.evaluate(
                 prompt, examples, split="dev" if full else "dev-minibatch"
@@ -94,7 +95,7 @@ class Run:
             step=step,
             prompt=prompt,
             result=result,
-            status=status,  # type: ignore[arg-type]
+            status=status,
             error=error,
             full=full,
             calls_so_far=self.client.budget.limited().calls,

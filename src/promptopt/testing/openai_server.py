@@ -195,6 +195,8 @@ class OpenAIServer:
     def base_url(self) -> str:
         """``http://host:port`` (without ``/v1``)."""
         host, port = self._httpd.server_address[:2]
+        if isinstance(host, (bytes, bytearray)):  # never after bind (getsockname gives str), but the stub allows it
+            host = host.decode()
         return f"http://{host}:{port}"
 
     def start(self) -> OpenAIServer:

@@ -43,6 +43,7 @@ def build_tiny_llama(
     )
     tokenizer.chat_template = chat_template
     ids = tokenizer.convert_tokens_to_ids(list(SPECIALS))
+    assert isinstance(ids, list)  # a list of tokens gives a list of ids (transformers annotates int | list[int])
     config = transformers.LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=32,

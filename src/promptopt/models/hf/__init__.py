@@ -276,7 +276,7 @@ class HFModel(_Scoring, _Decoding, _Batching):
         failed: Callable[[str], _Result],
     ) -> list[_Result]:
         """Prepare, group by shared prefix, batch by length and run; a failing request gets an error result."""
-        results: list[_Result | None] = [None] * len(requests)
+        results: dict[int, _Result] = {}  # by request index; every request gets one
         items = []
         for index, request in enumerate(requests):
             try:
@@ -286,7 +286,7 @@ class HFModel(_Scoring, _Decoding, _Batching):
         for batch in self._batches(self._share_prefixes(items)):
             for item, output in zip(batch, _isolated(batch, run_batch, failed), strict=True):
                 results[item.index] = output
-        return results  # type: ignore[return-value]
+        return [results[index] for index in range(len(requests))]
 
 
 def load_smollm2(*, cache_dir: str | Path | None = None, **options: Any) -> HFModel:

@@ -44,9 +44,9 @@ class _Prepared:
         return 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)  # keyword-only: ``request`` needs no default after _Prepared's ``prefix``
 class _Gen(_Prepared):
-    request: GenerationRequest | None = None
+    request: GenerationRequest
     max_new: int = 1
     seed: int = 0
 
