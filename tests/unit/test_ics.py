@@ -201,6 +201,7 @@ def test_ics_prompt_round_trips_and_exports_its_demo_sets(tmp_path):
         assert manifest["ics"]["k"] == 3 and manifest["ics"]["strategy"] == strategy
         assert Prompt.load(out).id == p.id
         assert "In-Context Sampling" in (out / "README.md").read_text()
+        assert not (out / "messages.json").exists() and manifest["messages"] is None  # K chats, not one
         if strategy == "similar":
             assert len(json.loads((out / "demo_pool.json").read_text())) == len(POOL)
         else:

@@ -194,8 +194,9 @@ class Prompt:
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         (out / "template.jinja").write_text(self.template if self.template.endswith("\n") else self.template + "\n")
-        (out / "demos.json").write_text(json.dumps(self.demo_variables(), indent=2, ensure_ascii=False) + "\n")
-        _write_json(out / "messages.json", self.message_spec("demos.json"))
+        if self.ics is None:  # an ICS prompt is K chats: messages_sets.json, one per demo set (_export_ics)
+            (out / "demos.json").write_text(json.dumps(self.demo_variables(), indent=2, ensure_ascii=False) + "\n")
+            _write_json(out / "messages.json", self.message_spec("demos.json"))
         manifest = {
             "format": "promptopt-prompt",
             "format_version": EXPORT_FORMAT,
@@ -203,11 +204,11 @@ class Prompt:
             "system": self.system,
             "instruction": self.instruction,
             "template": "template.jinja",
-            "demos": "demos.json",
+            "demos": "demos.json" if self.ics is None else None,
             "demo_format": self.demo_format,
             "input_variables": sorted(self.prompt_template.input_variables),
             "soft_prompt": self._export_soft_prompt(out),
-            "messages": "messages.json",
+            "messages": "messages.json" if self.ics is None else None,
             **(self._export_ics(out) if self.ics is not None else {}),
             **(dict(extra) if extra else {}),
             "promptopt": self.to_dict(),
@@ -315,9 +316,10 @@ says where the demos are (`inline` in the query, or chat `turns`).
 _ICS_README = """
 ## In-Context Sampling
 
-This prompt is K prompts (`manifest.json` → `ics`). Build the chat once per demo set (`messages_sets.json`
-holds one `messages.json`-style list per set of `demo_sets.json`), query the model with each, and aggregate
-the K answers: `vote` takes the
+This prompt is K prompts (`manifest.json` → `ics`), so there is no single `messages.json`: build the chat
+once per demo set (`messages_sets.json` holds one `messages.json`-style list per set of `demo_sets.json`, each
+rendered as above with its own `demos_<j>.json`), query the model with each, and aggregate the K answers:
+`vote` takes the
 majority answer; `confidence` sums each label's probability (normalised over the labels) over the K
 prompts and takes the largest. With `demo_pool.json` (strategy `similar`) the K sets are picked per
 input: embed the inputs with the named embedder, take the K × shots nearest pool items, and deal them
