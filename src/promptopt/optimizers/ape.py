@@ -28,9 +28,8 @@ from promptopt.optimizers.base import Optimizer, register_optimizer
 from promptopt.optimizers.induction import induce, induction_prompts
 from promptopt.optimizers.planning import affordable, eval_cost, race_confirmations, race_worst_case, subprompts
 from promptopt.optimizers.proposer import Proposer, render_meta_prompt
-from promptopt.optimizers.racing import Race, RaceTotals, RacingConfig, incumbents_of
+from promptopt.optimizers.racing import Race, RaceTotals, RacingConfig, incumbents_of, race_trials
 from promptopt.optimizers.screening import screen_reply
-from promptopt.optimizers.steps import evaluate_step, next_step, race_step, stop_if_asked
 
 if TYPE_CHECKING:
     from promptopt.core.candidate import Prompt
@@ -73,13 +72,14 @@ class APEOptimizer(Optimizer):
         """Induce, select, then ``resample_rounds`` rounds of resample and select (the module docstring's steps)."""
         c = self.config
         self.ctx = ctx
-        self.proposer = Proposer(ctx.proposer, temperature=c.temperature, max_tokens=c.max_tokens)
+        self.proposer = Proposer(
+            ctx.proposer, temperature=c.temperature, max_tokens=c.max_tokens, before_call=ctx.stop_if_asked
+        )
         dev = list(ctx.task.dev)
         self.sizes = c.race_sizes(c.minibatch_size, len(dev))
         self.minibatch = tuple(ctx.rng.sample(dev, self.sizes[-1])) if self.sizes else None
         """The dev sample every race runs on (None: dev too small to race on)."""
         self.racing = RaceTotals()
-        stop_if_asked(ctx)
         # 1. induce: instructions from train demos
         n = self._affordable(c.n_prompts, round_=0)
         if not n:
@@ -117,7 +117,7 @@ class APEOptimizer(Optimizer):
                 ctx.reject(s.reason or "invalid")
             else:
                 seen.add(s.instruction)
-                out.append(parent.with_instruction(s.instruction, origin=origin, step=next_step(ctx)))
+                out.append(parent.with_instruction(s.instruction, origin=origin, step=ctx.next_step))
         return out
 
     def _select(self, candidates: list[Prompt]) -> None:
@@ -125,17 +125,17 @@ class APEOptimizer(Optimizer):
         ``top_k`` survivors on full dev; without a race every candidate goes straight to full dev."""
         ctx = self.ctx
         if self.minibatch is None:
-            evaluate_step(ctx, candidates)
+            ctx.evaluate_all(candidates)
             return
         parents = {p for cand in candidates for p in cand.parents}
         incumbents = incumbents_of(r for r in ctx.history.full() if r.prompt.id in parents)
         race = Race(candidates, self.minibatch, self.sizes, alpha=self.config.race_alpha, incumbents=incumbents)
-        race_step(ctx, race)
+        race_trials(ctx, race)
         assert self.racing is not None
         self.racing.add(race)
         promoted = [p for p, _ in race.ranking()[: self.config.top_k]]
         if promoted:  # else every candidate lost to its parent
-            evaluate_step(ctx, promoted)
+            ctx.evaluate_all(promoted)
 
     def _resample(self, parents: list[Prompt], n: int) -> list[Prompt]:
         """``n`` paraphrases (``n_resample`` per parent, or fewer when the budget plan says so: shared out as

@@ -19,9 +19,8 @@ from promptopt.core.exceptions import ConfigError
 from promptopt.optimizers.base import Optimizer
 from promptopt.optimizers.planning import affordable, eval_cost, subprompts
 from promptopt.optimizers.proposer import Failure, Proposer, sample_failures
-from promptopt.optimizers.racing import Race, RaceTotals, RacingConfig, incumbents_of
+from promptopt.optimizers.racing import Race, RaceTotals, RacingConfig, incumbents_of, race_trials
 from promptopt.optimizers.screening import screen_proposals, word_edit_distance
-from promptopt.optimizers.steps import evaluate_step, next_step, race_step, stop_if_asked
 from promptopt.run.context import EvalRequest
 
 if TYPE_CHECKING:
@@ -179,13 +178,14 @@ class BeamSearchOptimizer(Optimizer):
         for one more child."""
         c = self.config
         self.ctx = ctx
-        self.proposer = Proposer(ctx.proposer, temperature=c.temperature, max_tokens=c.max_tokens)
+        self.proposer = Proposer(
+            ctx.proposer, temperature=c.temperature, max_tokens=c.max_tokens, before_call=ctx.stop_if_asked
+        )
         self.forbidden = frozenset(str(v) for ex in (*ctx.task.train, *ctx.task.dev) for v in ex.inputs.values())
         self.racing = RaceTotals()
         self.failure_runs: dict[str, TrialRecord] = {}
         """Each beam parent's run on its train batch (prompt id -> record), made once."""
         self.seen: set[str] = set()
-        stop_if_asked(ctx)
         for self.round in range(1, c.n_steps + 1):  # the step children record as meta["round"]
             if ctx.best().mean >= 1.0:
                 return SOLVED
@@ -205,7 +205,7 @@ class BeamSearchOptimizer(Optimizer):
             # 4. race the children on a fresh dev sample, 5. confirm the best on the full dev split
             confirm = self._race(kids, parents)
             if confirm:
-                evaluate_step(ctx, confirm)
+                ctx.evaluate_all(confirm)
         return SOLVED if ctx.best().mean >= 1.0 else None
 
     # -- for subclasses ---------------------------------------------------------------------------
@@ -253,7 +253,7 @@ class BeamSearchOptimizer(Optimizer):
             cue=cue,
             metas=metas,
             meta_prompts=meta_prompts,
-            step=next_step(self.ctx),
+            step=self.ctx.next_step,
         )
 
     # -- the steps of run() -------------------------------------------------------------------------
@@ -269,7 +269,7 @@ class BeamSearchOptimizer(Optimizer):
             if p.prompt.id not in self.failure_runs
         ]
         if runs:
-            for r in evaluate_step(self.ctx, runs):
+            for r in self.ctx.evaluate_all(runs):
                 if not r.full and r.result is not None:
                     self.failure_runs[r.prompt.id] = r
 
@@ -305,7 +305,7 @@ class BeamSearchOptimizer(Optimizer):
             return kids
         minibatch = tuple(self.ctx.rng.sample(dev, sizes[-1]))
         race = Race(kids, minibatch, sizes, alpha=c.race_alpha, incumbents=incumbents_of(parents))
-        race_step(self.ctx, race)
+        race_trials(self.ctx, race)
         totals = self.racing
         assert totals is not None
         summary = totals.add(race)

@@ -74,7 +74,6 @@ from promptopt.optimizers.control import PID, ControlStep, is_oscillating
 from promptopt.optimizers.feedback_trajectory import TRAJECTORY_FILE
 from promptopt.optimizers.proposer import Proposer, render_meta_prompt, sample_failures
 from promptopt.optimizers.screening import Screened, screen_reply
-from promptopt.optimizers.steps import next_step, stop_if_asked
 
 if TYPE_CHECKING:
     from promptopt.core.candidate import Prompt
@@ -229,7 +228,9 @@ class FeedbackOptimizer(Optimizer):
         self.pid = PID(
             kp, ki, kd, integral_limit=c.integral_limit, derivative_filter=c.derivative_filter, output_limits=(0.0, 1.0)
         )
-        self.proposer = Proposer(ctx.proposer, temperature=c.min_temperature, max_tokens=c.max_tokens)
+        self.proposer = Proposer(
+            ctx.proposer, temperature=c.min_temperature, max_tokens=c.max_tokens, before_call=ctx.stop_if_asked
+        )
         self.dev = tuple(ctx.task.dev)
         self.plant: TrialRecord | None = None
         self.scores: list[float] = []
@@ -239,7 +240,6 @@ class FeedbackOptimizer(Optimizer):
         """Closed ticks not yet stored in a candidate's meta."""
         self._holds = 0
         self._stop: str | None = None
-        stop_if_asked(ctx)
         try:
             # the plant's first output: the seed prompt's dev score (the first tick)
             self._measure(ctx.seed_record)
@@ -254,7 +254,6 @@ class FeedbackOptimizer(Optimizer):
                 # measure: the correction's full-dev score, then the next tick (or a stopping rule)
                 self._apply(ctx.evaluate(candidate))
                 self._save()
-                stop_if_asked(ctx)
             return self._stop
         finally:
             self._save()
@@ -406,7 +405,7 @@ class FeedbackOptimizer(Optimizer):
                 best = s
         if best is None or best.instruction is None:
             return None
-        child = plant.with_instruction(best.instruction, origin=f"feedback:{c.controller}", step=next_step(ctx))
+        child = plant.with_instruction(best.instruction, origin=f"feedback:{c.controller}", step=ctx.next_step)
         self._close(tick, action="edit", edit_words=best.edit_words, candidate=child.id)
         ticks, self._pending = [t.to_dict() for t in self._pending], []
         fb = {"controller": c.controller, "setpoint": c.setpoint, "accept": c.accept, "ticks": ticks}

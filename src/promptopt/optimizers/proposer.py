@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import re
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -114,12 +114,20 @@ def sample_failures(record: TrialRecord, examples: Sequence[Example], k: int, rn
 # -- the client -----------------------------------------------------------------------------------------------
 class Proposer:
     """Sends meta-prompts to the proposer model; every sample gets a fresh, deterministic sample index
-    so reruns with the same seed replay from the cache."""
+    so reruns with the same seed replay from the cache. ``before_call`` (e.g. :meth:`RunContext.stop_if_asked
+    <promptopt.run.context.RunContext.stop_if_asked>`) runs before each request: a stopped run asks nothing more."""
 
     def __init__(
-        self, client: ModelClient, *, temperature: float, max_tokens: int, system: str = PROPOSER_SYSTEM
+        self,
+        client: ModelClient,
+        *,
+        temperature: float,
+        max_tokens: int,
+        system: str = PROPOSER_SYSTEM,
+        before_call: Callable[[], None] | None = None,
     ) -> None:
         self.client = client
+        self.before_call = before_call
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.system = system
@@ -131,6 +139,8 @@ class Proposer:
 
     def ask_chat(self, conversations: Sequence[Sequence[Message]], *, max_tokens: int | None = None) -> list[str]:
         """One reply per multi-turn meta-prompt (the system message is prepended)."""
+        if self.before_call is not None:
+            self.before_call()
         requests = []
         for conv in conversations:
             self._sample += 1

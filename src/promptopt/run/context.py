@@ -99,18 +99,29 @@ class RunContext:
 
     def evaluate_all(self, items: Sequence[Prompt | EvalRequest]) -> list[TrialRecord]:
         """Score several candidates in one step (a :class:`Prompt` on full dev, an :class:`EvalRequest` on its
-        examples), in order. Raises :class:`StopRun` when a callback asked to stop."""
+        examples), in order. Once a callback asked the run to stop, the next evaluation raises :class:`StopRun`
+        (after the trial it saw: the optimizer still gets the records of the step that was under way)."""
         self.state.step += 1
         return self.record(items)
 
     def record(self, items: Sequence[Prompt | EvalRequest]) -> list[TrialRecord]:
-        """Score ``items`` as trials of the current step."""
+        """Score ``items`` as trials of the current step (:meth:`stop_if_asked` before each)."""
         out = []
         for item in items:
-            if self.state.stop_requested:
-                raise StopRun(self.state.stop_reason or "stopped")
+            self.stop_if_asked()
             out.append(self.trial(item, self.state.step))
         return out
+
+    def stop_if_asked(self) -> None:
+        """Raise :class:`StopRun` if a callback asked the run to stop: call it before spending anything outside an
+        evaluation (a proposer call; :class:`~promptopt.optimizers.proposer.Proposer` does)."""
+        if self.state.stop_requested:
+            raise StopRun(self.state.stop_reason or "stopped")
+
+    @property
+    def next_step(self) -> int:
+        """The step the next evaluation is recorded in (what candidates proposed now carry as ``meta["step"]``)."""
+        return self.state.step + 1
 
     # -- what the run has so far ------------------------------------------------------------------------------
     @property

@@ -161,7 +161,11 @@ class Run:
         # no budget check here: the client stops at the first call the budget cannot pay, so evaluations the
         # cache answers for free (e.g. confirming a candidate on dev examples it was screened on) still run
         try:
+            if state.stop_requested:  # a callback stopped the run on the seed prompt's trial
+                raise StopRun(state.stop_reason or "stopped")
             stop_reason = self.optimizer.run(ctx) or "optimizer finished"
+            if state.stop_requested:  # a callback's stop names the end even when the optimizer ended there too
+                stop_reason = state.stop_reason or stop_reason
         except StopRun as exc:
             stop_reason = str(exc)
         except BudgetExhausted as exc:
