@@ -29,7 +29,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args
 
 from promptopt.core.candidate import DEMO_FORMATS, SEARCHED_DEMO_FORMATS, DemoFormat, Prompt
 from promptopt.core.data import Example
@@ -37,7 +37,7 @@ from promptopt.core.exceptions import ConfigError
 from promptopt.core.sampling import STRATEGIES, Strategy
 from promptopt.optimizers.base import Optimizer, register_optimizer
 from promptopt.optimizers.config import is_one_of
-from promptopt.optimizers.ics import TupleSettingsMixin, check_choices
+from promptopt.optimizers.ics import TupleSettingsMixin
 from promptopt.optimizers.planning import affordable, race_confirmations, race_worst_case
 from promptopt.optimizers.racing import Race, RaceTotals, RacingConfig, incumbents_of, race_trials
 from promptopt.prompts.ics import make_ics_prompt
@@ -47,16 +47,18 @@ if TYPE_CHECKING:
     from promptopt.core.task import Task
     from promptopt.run.history import TrialRecord
 
-SOURCES = ("labeled", "bootstrapped")
-SELECTIONS = ("random", "similar", "diverse")
+Source = Literal["labeled", "bootstrapped"]
+Selection = Literal["random", "similar", "diverse"]
+SOURCES: tuple[Source, ...] = get_args(Source)
+SELECTIONS: tuple[Selection, ...] = get_args(Selection)
 
 
 @dataclass(frozen=True, kw_only=True)
 class FewShotConfig(RacingConfig):
     shots: tuple[int, ...] = field(default=(4, 8, 2, 1), metadata={"help": "demos per prompt, in priority order"})
-    sources: tuple[str, ...] = field(default=SOURCES, metadata={"help": "labeled, bootstrapped"})
-    selections: tuple[str, ...] = field(default=SELECTIONS, metadata={"help": "random, similar, diverse"})
-    demo_formats: tuple[str, ...] = field(default=SEARCHED_DEMO_FORMATS, metadata={"help": "inline, turns, …"})
+    sources: tuple[Source, ...] = field(default=SOURCES, metadata={"help": "labeled, bootstrapped"})
+    selections: tuple[Selection, ...] = field(default=SELECTIONS, metadata={"help": "random, similar, diverse"})
+    demo_formats: tuple[DemoFormat, ...] = field(default=SEARCHED_DEMO_FORMATS, metadata={"help": "inline, turns, …"})
     n_draws: int = field(default=2, metadata={"min": 1, "help": "random draws of labeled demos per k"})
     bootstrap_pool: int = field(default=16, metadata={"min": 1, "help": "train examples the teacher answers"})
     embedder: str = field(default="auto", metadata={"help": "auto, minilm or tfidf (similar/diverse)"})
@@ -66,13 +68,8 @@ class FewShotConfig(RacingConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("shots", "sources", "selections", "demo_formats"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
         if not self.shots or min(self.shots) < 1:
             raise ConfigError(f"shots must be non-empty and >= 1, got {self.shots}.", field="shots")
-        check_choices(self.sources, SOURCES, "sources")
-        check_choices(self.selections, SELECTIONS, "selections")
-        check_choices(self.demo_formats, DEMO_FORMATS, "demo_formats")
 
 
 @register_optimizer("fewshot")

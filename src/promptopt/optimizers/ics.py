@@ -22,13 +22,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from promptopt.core.candidate import DEMO_FORMATS, SEARCHED_DEMO_FORMATS, Prompt
+from promptopt.core.candidate import DEMO_FORMATS, SEARCHED_DEMO_FORMATS, DemoFormat, Prompt
 from promptopt.core.exceptions import ConfigError
-from promptopt.core.sampling import AGGREGATIONS, STRATEGIES
+from promptopt.core.sampling import AGGREGATIONS, STRATEGIES, Aggregation, Strategy
 from promptopt.optimizers.base import Optimizer, register_optimizer
 from promptopt.optimizers.config import OptimizerConfig, is_one_of
 from promptopt.optimizers.planning import affordable, eval_cost, subprompts, top_confirmation_cost
-from promptopt.prompts.formats import ROBUST_OBJECTIVES, Robust, format_variants, robust_score
+from promptopt.prompts.formats import Robust, format_variants, robust_score
 from promptopt.prompts.ics import make_ics_prompt
 from promptopt.run.context import EvalRequest, RunContext
 
@@ -55,9 +55,9 @@ class TupleSettingsMixin(Optimizer):
 class ICSConfig(OptimizerConfig):
     ks: tuple[int, ...] = field(default=(1, 3, 5), metadata={"help": "numbers of sub-prompts K to try"})
     shots: tuple[int, ...] = field(default=(2, 4), metadata={"help": "demos per sub-prompt to try"})
-    strategies: tuple[str, ...] = field(default=STRATEGIES, metadata={"help": "random, similar, diverse"})
-    aggregations: tuple[str, ...] = field(default=AGGREGATIONS, metadata={"help": "vote, confidence"})
-    demo_formats: tuple[str, ...] = field(default=SEARCHED_DEMO_FORMATS, metadata={"help": "inline, turns, …"})
+    strategies: tuple[Strategy, ...] = field(default=STRATEGIES, metadata={"help": "random, similar, diverse"})
+    aggregations: tuple[Aggregation, ...] = field(default=AGGREGATIONS, metadata={"help": "vote, confidence"})
+    demo_formats: tuple[DemoFormat, ...] = field(default=SEARCHED_DEMO_FORMATS, metadata={"help": "inline, turns, …"})
     embedder: str = field(default="auto", metadata={"help": "auto, minilm or tfidf (similar/diverse)"})
     minibatch_size: int = field(default=20, metadata={"min": 1, "help": "dev examples for screening"})
     top_k: int = field(default=3, metadata={"min": 1, "help": "candidates promoted to the full dev split"})
@@ -66,14 +66,8 @@ class ICSConfig(OptimizerConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("ks", "shots", "strategies", "aggregations", "demo_formats"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
         if not self.ks or min(self.ks) < 1 or not self.shots or min(self.shots) < 1:
             raise ConfigError(f"ks and shots must be non-empty and >= 1, got {self.ks} and {self.shots}.", field="ks")
-        check_choices(self.strategies, STRATEGIES, "strategies")
-        check_choices(self.aggregations, AGGREGATIONS, "aggregations")
-        check_choices(self.demo_formats, DEMO_FORMATS, "demo_formats")
-        check_choices([self.robust], ROBUST_OBJECTIVES, "robust")
 
     def variants(self) -> int:
         """Formats each candidate is scored in (the robust objective's)."""

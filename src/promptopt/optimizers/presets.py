@@ -10,16 +10,15 @@ Format::
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from types import NoneType, UnionType
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any
 
 from promptopt.core.exceptions import ConfigError, UnknownComponentError
 from promptopt.core.taskfile import read_yaml
 from promptopt.optimizers.base import OPTIMIZERS, Optimizer
+from promptopt.optimizers.config import checked
 
 
 def preset_dirs() -> list[Path]:
@@ -103,80 +102,8 @@ def check_settings(cls: type[Optimizer], settings: Mapping[str, Any], *, source:
     A value of the wrong type is a :class:`ConfigError` naming the field, the type it needs and its default; names
     that are not fields are left for :meth:`Optimizer.from_config` to refuse.
     """
-    fields = {f.name: f for f in dataclasses.fields(cls.Config)}
-    hints = get_type_hints(cls.Config)
-    out = dict(settings)
-    for name, value in settings.items():
-        if name not in fields:
-            continue
-        try:
-            out[name] = _as_type(value, hints[name])
-        except _Mismatch:
-            default = fields[name].default
-            shown = f" (default: {_yaml(default)})" if default is not dataclasses.MISSING else ""
-            raise ConfigError(
-                f"must be {_describe(hints[name])}{shown}, got {_yaml(value)}.", source=source, field=name
-            ) from None
-    return out
-
-
-class _Mismatch(ValueError):
-    """A value that does not have the field's type."""
-
-
-_PLURAL = {int: "integers", float: "numbers", str: "strings", bool: "true/false values"}
-
-
-def _describe(hint: Any) -> str:
-    """What a value of type ``hint`` looks like, for error messages."""
-    origin, args = get_origin(hint), get_args(hint)
-    if origin in (Union, UnionType):
-        return " or ".join(_describe(a) for a in args)
-    if origin is Literal:
-        return "one of " + ", ".join(_yaml(a) for a in args)
-    if origin is tuple:
-        return f"a list of {_PLURAL.get(args[0], 'values')} like [{_example(args[0])}, ...]"
-    if origin is Mapping:
-        return f"a mapping like {{{_example(args[0])}: {_example(args[1])}}}"
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string", NoneType: "null"}.get(
-        hint, str(hint)
-    )
-
-
-def _example(hint: Any) -> str:
-    return {int: "1", float: "0.5", str: "name"}.get(hint, "...")
-
-
-def _yaml(value: Any) -> str:
-    """``value`` as it would be written in YAML or ``--set`` (null, true, [1, 2])."""
-    return json.dumps(list(value) if isinstance(value, tuple) else value, default=str)
-
-
-def _as_type(value: Any, hint: Any) -> Any:
-    """``value`` converted to ``hint`` where that loses nothing; raises :class:`_Mismatch` otherwise."""
-    origin, args = get_origin(hint), get_args(hint)
-    if origin in (Union, UnionType):
-        for arm in args:
-            try:
-                return _as_type(value, arm)
-            except _Mismatch:
-                continue
-        raise _Mismatch
-    if origin is Literal:
-        if value in args:
-            return value
-        raise _Mismatch
-    if origin is tuple:
-        items = value if isinstance(value, list | tuple) else [value]
-        return tuple(_as_type(v, args[0]) for v in items)
-    if origin is Mapping:
-        if not isinstance(value, Mapping):
-            raise _Mismatch
-        return {_as_type(k, args[0]): _as_type(v, args[1]) for k, v in value.items()}
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint in (int, float, str, bool, NoneType):
-        if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
-            return value
-        raise _Mismatch
-    return value  # a type not listed here is left to the Config's own checks
+    names = {f.name for f in dataclasses.fields(cls.Config)}
+    return {
+        name: checked(cls.Config, name, value, source=source) if name in names else value
+        for name, value in settings.items()
+    }

@@ -37,7 +37,7 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from promptopt.core.candidate import Prompt
 from promptopt.core.exceptions import ConfigError
@@ -54,21 +54,21 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-INITS = ("text", "random", "vocab")
-SCHEDULES = ("linear", "cosine", "constant")
-START_FROM = ("seed", "best", "significant")
+Init = Literal["text", "random", "vocab"]
+Schedule = Literal["linear", "cosine", "constant"]
+StartFrom = Literal["seed", "best", "significant"]
 STATE_FILE = "train_state.pt"
 
 
 @dataclass(frozen=True, kw_only=True)
 class SoftPromptConfig(OptimizerConfig):
     n_tokens: int = field(default=16, metadata={"min": 1, "help": "virtual tokens"})
-    init: str = field(default="text", metadata={"help": "text | random | vocab (PEFT prompt_tuning_init)"})
+    init: Init = field(default="text", metadata={"help": "text | random | vocab (PEFT prompt_tuning_init)"})
     init_text: str | None = field(default=None, metadata={"help": "text init; default: the seed instruction"})
     init_seed: int = field(default=0, metadata={"help": "seed of a random/vocab init (the origin of vectors)"})
     lr: float = field(default=0.01, metadata={"min": 0.0, "help": "AdamW peak learning rate"})
     weight_decay: float = field(default=0.0, metadata={"min": 0.0, "help": "AdamW weight decay"})
-    schedule: str = field(default="linear", metadata={"help": "linear | cosine | constant, after warmup"})
+    schedule: Schedule = field(default="linear", metadata={"help": "linear | cosine | constant, after warmup"})
     warmup_steps: int = field(default=0, metadata={"min": 0, "help": "linear warmup steps"})
     batch_size: int = field(default=8, metadata={"min": 1, "help": "training examples per step"})
     max_steps: int = field(default=100, metadata={"min": 1, "help": "training steps at most"})
@@ -80,7 +80,7 @@ class SoftPromptConfig(OptimizerConfig):
     )
     tpv_store: str | None = field(default=None, metadata={"help": "vector store dir ($PROMPTOPT_HOME/vectors)"})
     save_vector: bool = field(default=False, metadata={"help": "store this task's vector (best − init)"})
-    start_from: str = field(
+    start_from: StartFrom = field(
         default="seed",
         metadata={
             "help": "seed | best | significant: train under the seed prompt, the run's best so far, or the best "
@@ -90,9 +90,6 @@ class SoftPromptConfig(OptimizerConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name, allowed in (("init", INITS), ("schedule", SCHEDULES), ("start_from", START_FROM)):
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"must be one of {list(allowed)}, got {getattr(self, name)!r}", field=name)
         if isinstance(self.tpv, Mapping):
             object.__setattr__(self, "tpv", {str(k): float(v) for k, v in self.tpv.items()})
         elif self.tpv not in (None, "all"):
