@@ -89,7 +89,7 @@ def test_plain_points_are_the_first_trials(tmp_run_dir):
         {**plain, "demo_format": "inline"},
         {**plain, "demo_format": "turns"},
     ]
-    assert opt.instructions[0] == task.instruction
+    assert opt.space.instructions[0] == task.instruction
     history = promptopt.run.history.History.load(tmp_run_dir / "history.jsonl")
     screened = [r for r in history if not r.full][:2]
     assert [(r.prompt.instruction, len(r.prompt.demos), r.prompt.demo_format) for r in screened] == [
@@ -168,7 +168,7 @@ def test_chatter_from_the_proposer_is_not_an_instruction():
     opt = search(n_trials=4, n_instructions=2)
     result = promptopt.optimize(task, opt, toy_model([chatter, TOY_BEST_INSTRUCTION]), cache=False,
                                 evaluate_test=False)  # fmt: skip
-    assert opt.instructions == [task.instruction, TOY_BEST_INSTRUCTION]
+    assert opt.space.instructions == [task.instruction, TOY_BEST_INSTRUCTION]
     assert result.rejected == {"chatter": 1}
 
 

@@ -4,7 +4,7 @@ INK-USC/PE2 (``meta_prompts/apo_gradient.jinja``, ``apo_edit.jinja``).
 
 One step, for each beam parent:
 
-1. *Textual gradient*: ``n_gradients`` times, show ``batch_size`` failures (a fresh sample each time) and
+1. *Textual gradient*: ``n_gradients`` times, show ``n_failures`` failures (a fresh sample each time) and
    ask for ``n_reasons`` reasons why the prompt gets them wrong.
 2. *Edit along the gradient*: ``edits_per_gradient`` new prompts per gradient, from the prompt, the
    failures and the gradient.
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, kw_only=True)
 class APOConfig(FailureSearchConfig):
-    batch_size: int = field(default=4, metadata={"min": 1, "help": "failures shown per gradient (ProTeGi: 4)"})
+    n_failures: int = field(default=4, metadata={"min": 1, "help": "failures shown per gradient (ProTeGi: 4)"})
     n_gradients: int = field(default=2, metadata={"min": 1, "help": "textual gradients per beam parent"})
     n_reasons: int = field(default=3, metadata={"min": 1, "help": "reasons asked for in one gradient"})
     edits_per_gradient: int = field(default=1, metadata={"min": 1, "help": "new prompts written per gradient"})

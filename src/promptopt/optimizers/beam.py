@@ -15,7 +15,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from promptopt.core.exceptions import ConfigError
 from promptopt.optimizers.base import Optimizer
 from promptopt.optimizers.planning import affordable, eval_cost, subprompts
 from promptopt.optimizers.proposer import Failure, Proposer, sample_failures
@@ -115,17 +114,12 @@ FailureSplit = Literal["train", "dev"]
 class FailureSearchConfig(SearchConfig):
     """:class:`SearchConfig` plus where the failures shown to the proposer come from."""
 
-    batch_size: int = field(default=2, metadata={"min": 1, "help": "failures shown per proposal"})
+    n_failures: int = field(default=2, metadata={"min": 1, "help": "failures shown per proposal (PE2's batch size)"})
     failure_split: FailureSplit = field(
         default="train",
         metadata={"help": "'train': run each parent on a train batch to find failures; 'dev': reuse its dev errors"},
     )
     failure_pool: int = field(default=16, metadata={"min": 1, "help": "train examples each parent is run on"})
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.failure_split not in ("train", "dev"):
-            raise ConfigError(f"must be 'train' or 'dev', got {self.failure_split!r}", field="failure_split")
 
 
 @dataclass(frozen=True)
@@ -215,7 +209,7 @@ class BeamSearchOptimizer(Optimizer):
         raise NotImplementedError
 
     def failure_batch(self, parent: TrialRecord) -> list[Failure]:
-        """A fresh sample of ``batch_size`` failures of ``parent`` (from its train batch or its dev results)."""
+        """A fresh sample of ``n_failures`` failures of ``parent`` (from its train batch or its dev results)."""
         c = self.config
         if not isinstance(c, FailureSearchConfig):
             raise TypeError(f"{type(self).__name__}.failure_batch needs a FailureSearchConfig")
@@ -223,7 +217,7 @@ class BeamSearchOptimizer(Optimizer):
             record, examples = self.failure_runs.get(parent.prompt.id), self.ctx.task.train
         else:
             record, examples = parent, self.ctx.task.dev
-        return sample_failures(record, examples, c.batch_size, self.ctx.rng) if record is not None else []
+        return sample_failures(record, examples, c.n_failures, self.ctx.rng) if record is not None else []
 
     def screen(
         self,

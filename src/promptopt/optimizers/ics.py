@@ -37,12 +37,6 @@ if TYPE_CHECKING:
     from promptopt.run.history import TrialRecord
 
 
-def check_choices(values: Sequence[str], allowed: Sequence[str], name: str) -> None:
-    bad = [v for v in values if v not in allowed]
-    if bad or not values:
-        raise ConfigError(f"choose from {list(allowed)}, got {list(values)}.", field=name)
-
-
 class TupleSettingsMixin(Optimizer):
     """For configs with tuple fields: ``to_config`` gives JSON values (lists), as config.json stores them, so
     a resumed run's settings compare equal to the saved ones."""

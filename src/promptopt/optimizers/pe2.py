@@ -14,8 +14,8 @@ presets in ``optimizers/pe2-*.yaml``):
   free-form "explain how the prompt should change".
 - The two steps are two proposer calls per child, as in the reference: the analysis (up to
   ``reasoning_max_tokens``) is fed back as an assistant turn before the request for the new prompt.
-- *Batch size* (``batch_size``): failures shown per child, a fresh sample per child. As in the reference
-  code, failures come from the *train* split: each beam parent is run once on ``failure_pool`` train
+- *Batch size* (``n_failures``; the paper's "batch size"): failures shown per child, a fresh sample per child.
+  As in the reference code, failures come from the *train* split: each beam parent is run once on ``failure_pool`` train
   examples (an ``EvalRequest``), so dev stays a selection set (``failure_split="dev"`` reuses the
   parent's dev errors instead and saves those calls).
 - *Step size* (``step_size``): the meta-prompt says how many words may change, and children whose word
@@ -48,7 +48,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from promptopt.core.exceptions import ConfigError
 from promptopt.optimizers.base import register_optimizer
 from promptopt.optimizers.beam import BeamSearchOptimizer, FailureSearchConfig, SearchConfig, lineage
 from promptopt.optimizers.proposer import Failure, render_conversation
@@ -80,11 +79,6 @@ class PE2Config(FailureSearchConfig):
         default="paper",
         metadata={"help": "'paper': the reference two-turn meta-prompt; 'compact': one short turn per step"},
     )
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.meta_prompt not in META_PROMPTS:
-            raise ConfigError(f"must be 'paper' or 'compact', got {self.meta_prompt!r}", field="meta_prompt")
 
 
 def full_template(prompt: Prompt, *, instruction: str | None = None) -> str:

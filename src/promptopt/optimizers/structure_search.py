@@ -47,36 +47,24 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from promptopt.core._imports import require
-from promptopt.core.candidate import DEMO_FORMATS, SEARCHED_DEMO_FORMATS, Prompt
+from promptopt.core.candidate import Prompt
 from promptopt.core.exceptions import ConfigError
 from promptopt.core.messages import Message
-from promptopt.core.sampling import AGGREGATIONS, STRATEGIES
-from promptopt.optimizers.base import Optimizer, register_optimizer
+from promptopt.optimizers.base import register_optimizer
 from promptopt.optimizers.beam import score_on
-from promptopt.optimizers.config import OptimizerConfig
-from promptopt.optimizers.ics import TupleSettingsMixin, check_choices
+from promptopt.optimizers.ics import TupleSettingsMixin
 from promptopt.optimizers.induction import induce, induction_prompts
 from promptopt.optimizers.planning import affordable, eval_cost, subprompts
 from promptopt.optimizers.proposer import Proposer
 from promptopt.optimizers.screening import screen_proposals
-from promptopt.prompts.formats import (
-    ROBUST_OBJECTIVES,
-    Robust,
-    apply_format,
-    format_variants,
-    has_options,
-    robust_score,
-    sample_formats,
-)
-from promptopt.prompts.ics import make_ics_prompt
-from promptopt.run.context import EvalRequest, RunContext, RunState
+from promptopt.optimizers.structure_space import SearchSpace, StructureSearchConfig
+from promptopt.prompts.formats import format_variants, has_options, robust_score, sample_formats
+from promptopt.run.context import EvalRequest, RunContext
 
 if TYPE_CHECKING:
     from promptopt.core.task import Task
@@ -86,74 +74,18 @@ MAX_MISSES = 3
 """TPE trials a run may fail for not fitting the budget before it stops asking (cheaper points may still fit)."""
 logger = logging.getLogger(__name__)
 
-PLAIN_MAX_SHOTS = 4
-"""The plain few-shot points use the largest configured ``shots`` up to this many demos."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class StructureSearchConfig(OptimizerConfig):
-    n_trials: int = field(default=40, metadata={"min": 1, "help": "minibatch trials in the whole study"})
-    minibatch_size: int = field(default=16, metadata={"min": 1, "help": "dev examples per trial"})
-    full_eval_every: int = field(default=10, metadata={"min": 1, "help": "trials between full-dev checks"})
-    n_confirm: int = field(default=2, metadata={"min": 1, "help": "unconfirmed leaders scored on full dev at the end"})
-    n_instructions: int = field(default=4, metadata={"min": 0, "help": "instructions induced by the proposer"})
-    instructions: tuple[str, ...] = field(default=(), metadata={"help": "extra instruction candidates"})
-    max_words: int = field(default=50, metadata={"min": 1, "help": "longest induced instruction kept"})
-    shots: tuple[int, ...] = field(default=(0, 2, 4), metadata={"help": "demos per prompt to try"})
-    n_demo_seeds: int = field(default=4, metadata={"min": 1, "help": "random demo draws per setting"})
-    demo_formats: tuple[str, ...] = field(
-        default=SEARCHED_DEMO_FORMATS, metadata={"help": "inline, turns, turns_first, turns_system"}
-    )
-    ks: tuple[int, ...] = field(default=(1,), metadata={"help": "ICS sub-prompts K (1 = one prompt)"})
-    strategies: tuple[str, ...] = field(default=("random",), metadata={"help": "random, similar, diverse"})
-    aggregations: tuple[str, ...] = field(default=("vote",), metadata={"help": "vote, confidence"})
-    embedder: str = field(default="auto", metadata={"help": "auto, minilm or tfidf"})
-    n_formats: int = field(default=1, metadata={"min": 1, "help": "FormatSpread formats searched"})
-    robust: Robust = field(default="none", metadata={"help": "none, or mean/worst over formats"})
-    n_robust_formats: int = field(default=4, metadata={"min": 2, "help": "formats for the robust objective"})
-    n_startup_trials: int = field(default=8, metadata={"min": 1, "help": "random trials before TPE"})
-    storage: str | None = field(default=None, metadata={"help": "Optuna storage URL (default: run dir sqlite)"})
-    study_name: str | None = field(default=None, metadata={"help": "default promptopt-<task>-seed<seed>"})
-    worker: str | None = field(default=None, metadata={"help": "this process's id (default: the run dir)"})
-    temperature: float = field(default=0.9, metadata={"min": 0.0, "help": "proposer sampling temperature"})
-    max_tokens: int = field(default=96, metadata={"min": 1, "help": "proposer reply length"})
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        for name in ("instructions", "shots", "demo_formats", "ks", "strategies", "aggregations"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
-        if not self.shots or min(self.shots) < 0 or not self.ks or min(self.ks) < 1:
-            raise ConfigError(f"shots must be >= 0 and ks >= 1, got {self.shots} and {self.ks}.", field="shots")
-        check_choices(self.demo_formats, DEMO_FORMATS, "demo_formats")
-        check_choices(self.strategies, STRATEGIES, "strategies")
-        check_choices(self.aggregations, AGGREGATIONS, "aggregations")
-        check_choices([self.robust], ROBUST_OBJECTIVES, "robust")
-
-    @property
-    def plain_shots(self) -> int | None:
-        """Demos of the plain few-shot points: the largest ``shots`` up to 4, else the smallest positive one."""
-        positive = sorted(s for s in self.shots if s > 0)
-        small = [s for s in positive if s <= PLAIN_MAX_SHOTS]
-        return small[-1] if small else (positive[0] if positive else None)
-
-    @property
-    def plain_k(self) -> int:
-        """ICS K of the plain few-shot points: 1 (one prompt) if configured, else the smallest K."""
-        return 1 if 1 in self.ks else min(self.ks)
-
-    @property
-    def variants(self) -> int:
-        """Evaluations per trial: the formats of the robust objective, or the candidate alone."""
-        return self.n_robust_formats if self.robust != "none" else 1
-
 
 @register_optimizer("structure_search")
-class StructureSearchOptimizer(TupleSettingsMixin, Optimizer):
+class StructureSearchOptimizer(TupleSettingsMixin):
     """Optuna TPE over instruction × demos × format (× ICS K/strategy), minibatch trials, resumable storage."""
 
     Config = StructureSearchConfig
     config: StructureSearchConfig
     uses_proposer = True
+    pending: list[Prompt]
+    """Full-dev evaluations to run next (the periodic leader, the final confirmations, a resumed run's)."""
+    closing: bool
+    """No more trials: the final confirmations are pending or done."""
 
     def min_calls(self, task: Task) -> int:
         """One plain trial and its confirmation on full dev; with ``robust``, also the seed's own point (scored
@@ -164,11 +96,32 @@ class StructureSearchOptimizer(TupleSettingsMixin, Optimizer):
         seed_point = trial if c.robust != "none" and 0 in c.shots else 0
         return seed_point + (trial + len(task.dev)) * k
 
-    def setup(self, ctx: RunContext) -> None:
-        super().setup(ctx)
+    def run(self, ctx: RunContext) -> str | None:
+        self.ctx = ctx
+        self._open_study()
+        self._induce()
+        while True:
+            if self.pending:  # full-dev confirmations first
+                items, self.pending = self.pending, []
+                for record in ctx.evaluate_all(items):
+                    self._observe_full(record)
+                continue
+            if self.closing:
+                return self.stop_reason
+            ctx.stop_if_asked()  # asking writes a trial to the study
+            trial = self._ask()
+            if trial is None:
+                continue
+            started = self._start(trial)
+            if started is not None:
+                prompt_id, requests = started
+                self._tell(trial, prompt_id, ctx.evaluate_all(requests))
+
+    # -- the study --------------------------------------------------------------------------------
+    def _open_study(self) -> None:
+        ctx, c = self.ctx, self.config
         optuna = require("optuna", extra="optuna", feature="the structure_search optimizer")
         self.optuna = optuna
-        c = self.config
         here = str(ctx.artifacts.resolve()) if ctx.artifacts else f"pid{os.getpid()}-{uuid.uuid4()}"
         self.worker = c.worker or here
         url = c.storage or (f"sqlite:///{ctx.artifacts.resolve() / 'optuna.sqlite'}" if ctx.artifacts else None)
@@ -186,57 +139,42 @@ class StructureSearchOptimizer(TupleSettingsMixin, Optimizer):
             load_if_exists=True,
         )
         stored = self.study.user_attrs.get("instructions")
-        self.induced = stored is not None  # else the first propose induces them (it needs the run state)
-        self.instructions: list[str] = list(stored) if stored is not None else []
-        self.formats = sample_formats(c.n_formats, seed=ctx.seed, enumeration=has_options(ctx.task))
-        self.aggregations = [a for a in c.aggregations if a == "vote" or ctx.evaluator.resolved_mode == "score"]
-        if not self.aggregations:
+        self.induced = stored is not None
+        aggregations = [a for a in c.aggregations if a == "vote" or ctx.evaluator.resolved_mode == "score"]
+        if not aggregations:
             raise ConfigError("aggregation 'confidence' needs label scoring; add 'vote'.", field="aggregations")
+        self.space = SearchSpace(
+            config=c,
+            task=ctx.task,
+            seed=ctx.seed,
+            formats=sample_formats(c.n_formats, seed=ctx.seed, enumeration=has_options(ctx.task)),
+            aggregations=aggregations,
+            instructions=list(stored) if stored is not None else [],
+        )
         self.values: dict[str, list[float]] = {}  # candidate id -> its trial values
         self.scored: dict[str, set[str]] = {}  # candidate id -> dev examples this run requested for it
         self.prompts: dict[str, Prompt] = {}
         self.full_done: set[str] = {ctx.task.seed_prompt().id}  # the runner scored the seed on dev already
-        self.open: dict[int, Any] = {}  # outstanding trial by number
-        self.pending: list[Prompt] = []  # full-dev evaluations to propose next
-        self.closing = False  # no more trials: the final confirmations are pending or done
+        self.pending = []
+        self.closing = False
+        self.stop_reason: str | None = None
         self.told = 0
         self.misses = 0  # TPE trials this run could not pay for
         self.queued = False  # whether the trial asked last came from the queue (fixed parameters)
         if not self.study.get_trials(deepcopy=False):
-            for point in self._plain_points():
+            for point in self.space.plain_points():
                 self.study.enqueue_trial(point, skip_if_exists=True)
         self._recover()
 
-    # -- the search space -------------------------------------------------------------------------
-    @property
-    def _searches_format(self) -> bool:
-        return self.config.robust == "none" and len(self.formats) > 1
-
-    def _plain_points(self) -> list[dict[str, Any]]:
-        """The seed instruction as written: zero-shot, then with the plain shots in every demo format."""
-        c = self.config
-        fmt = {"format": 0} if self._searches_format else {}
-        points = [{"instruction": 0, "shots": 0, **fmt}] if 0 in c.shots else []
-        if c.plain_shots is not None:
-            demos: dict[str, Any] = {
-                "instruction": 0,
-                "shots": c.plain_shots,
-                "demo_seed": 0,
-                "strategy": "random" if "random" in c.strategies else c.strategies[0],
-                "k": c.plain_k,
-                **({"aggregation": self.aggregations[0]} if c.plain_k > 1 else {}),
-                **fmt,
-            }
-            points += [{**demos, "demo_format": f} for f in c.demo_formats]
-        return points[: c.n_trials]
-
-    def _induce(self, state: RunState) -> None:
+    def _induce(self) -> None:
         """Instruction candidates, shared through the study (the first process to propose writes them); induced
         ones are screened, and only as many are asked for as the budget pays above :meth:`min_calls`."""
+        if self.induced:
+            return
         self.induced = True
         stored = self.study.user_attrs.get("instructions")  # another worker may have written them meanwhile
         if stored is not None:
-            self.instructions = list(stored)
+            self.space.instructions = list(stored)
             return
         task, c = self.ctx.task, self.config
         out = list(dict.fromkeys([task.instruction, *c.instructions]))
@@ -245,11 +183,16 @@ class StructureSearchOptimizer(TupleSettingsMixin, Optimizer):
         if len(metas) < c.n_instructions:
             logger.info("structure_search: the call budget pays for %d of %d inductions", len(metas), c.n_instructions)
         if metas:
-            replies = induce(Proposer(self.ctx.proposer, temperature=c.temperature, max_tokens=c.max_tokens), metas)
+            proposer = Proposer(
+                self.ctx.proposer,
+                temperature=c.temperature,
+                max_tokens=c.max_tokens,
+                before_call=self.ctx.stop_if_asked,
+            )
             kids = screen_proposals(
-                replies,
+                induce(proposer, metas),
                 task.seed_prompt(),
-                state,
+                self.ctx.state,
                 origin="structure_search",
                 seen=set(out),
                 max_words=c.max_words,
@@ -258,51 +201,7 @@ class StructureSearchOptimizer(TupleSettingsMixin, Optimizer):
             )
             out += [kid.instruction for kid in kids]
         self.study.set_user_attr("instructions", out)
-        self.instructions = out
-
-    def _suggest(self, trial: Any) -> dict[str, Any]:
-        c = self.config
-        p: dict[str, Any] = {
-            "instruction": trial.suggest_categorical("instruction", list(range(len(self.instructions))))
-        }
-        p["shots"] = trial.suggest_categorical("shots", list(c.shots))
-        if p["shots"] > 0:
-            p["demo_seed"] = trial.suggest_categorical("demo_seed", list(range(c.n_demo_seeds)))
-            p["demo_format"] = trial.suggest_categorical("demo_format", list(c.demo_formats))
-            p["strategy"] = trial.suggest_categorical("strategy", list(c.strategies))
-            p["k"] = trial.suggest_categorical("k", list(c.ks))
-            if p["k"] > 1:
-                p["aggregation"] = trial.suggest_categorical("aggregation", self.aggregations)
-        if self._searches_format:
-            p["format"] = trial.suggest_categorical("format", list(range(len(self.formats))))
-        return p
-
-    def build(self, params: dict[str, Any]) -> Prompt:
-        """The candidate a trial's parameters stand for."""
-        task = self.ctx.task
-        base = replace(
-            task.seed_prompt(), instruction=self.instructions[params["instruction"]], origin="structure_search"
-        )
-        shots = min(params["shots"], len(task.train))
-        prompt = base
-        if shots > 0:
-            prompt = make_ics_prompt(
-                replace(base, demo_format=params["demo_format"]),
-                task.train,
-                k=params.get("k", 1),
-                shots=shots,
-                strategy=params.get("strategy", "random"),
-                aggregation=params.get("aggregation", "vote"),
-                seed=self.ctx.seed * 1000 + params.get("demo_seed", 0),
-                embedder=self.config.embedder,
-            )
-        prompt = apply_format(prompt, self.formats[params.get("format", 0)])
-        return replace(prompt, parents=(), origin="structure_search", meta={**prompt.meta, "params": params})
-
-    def _minibatch(self, number: int) -> tuple:
-        dev = list(self.ctx.task.dev)
-        size = min(self.config.minibatch_size, len(dev))
-        return tuple(random.Random(f"{self.ctx.seed}:{number}").sample(dev, size))
+        self.space.instructions = out
 
     # -- resume -----------------------------------------------------------------------------------
     def _recover(self) -> None:
@@ -320,7 +219,7 @@ class StructureSearchOptimizer(TupleSettingsMixin, Optimizer):
             self.pending.append(self.prompts[self._remember(params)])
 
     def _remember(self, params: dict[str, Any]) -> str:
-        prompt = self.build(dict(params))
+        prompt = self.space.build(dict(params))
         self.prompts.setdefault(prompt.id, prompt)
         return prompt.id
 
@@ -339,7 +238,7 @@ class StructureSearchOptimizer(TupleSettingsMixin, Optimizer):
         """Planned calls left (:meth:`RunContext.calls_left`), capped by the calls the budget still pays: a
         resumed run does not replay its finished trials, so it has planned less than it paid."""
         left = self.ctx.calls_left()
-        tracker = self.ctx.evaluator.client.budget
+        tracker = self.ctx.budget
         if left is None or tracker.budget.max_calls is None:
             return left
         return min(left, tracker.budget.max_calls - tracker.limited().calls)
@@ -379,52 +278,43 @@ class StructureSearchOptimizer(TupleSettingsMixin, Optimizer):
         c = self.config
         return min(c.minibatch_size, len(self.ctx.task.dev)) * c.variants
 
-    def _close(self, state: RunState, *, over_budget: bool) -> None:
+    def _close(self, *, over_budget: bool) -> None:
         """No more trials: queue the final confirmations (the ``n_confirm`` leaders, as far as the budget pays)."""
         self.closing = True
         leaders = self._ranked()[: self.config.n_confirm]
         self.pending = affordable(leaders, self._calls_left(), self._confirm_cost, lambda _: 0)
         if over_budget:
-            state.stop_reason = "the call budget left paid only for confirming the leaders on full dev"
-            logger.info("structure_search: %s (%d)", state.stop_reason, len(self.pending))
+            self.stop_reason = "the call budget left paid only for confirming the leaders on full dev"
+            logger.info("structure_search: %s (%d)", self.stop_reason, len(self.pending))
 
-    # -- the protocol -----------------------------------------------------------------------------
-    def propose(self, state: RunState) -> Sequence[Prompt | EvalRequest]:
-        if not self.induced:
-            self._induce(state)
-        while not self.pending and not self.closing:
-            trial = self._ask(state)
-            if trial is not None and (requests := self._requests(trial, state)):
-                return requests
-        out, self.pending = self.pending, []
-        return out
-
-    def _ask(self, state: RunState) -> Any | None:
+    # -- one trial ------------------------------------------------------------------------------------
+    def _ask(self) -> Any | None:
         """The next trial, or None (after :meth:`_close`) when the study is done or the budget cannot pay one."""
         waiting = self.study.get_trials(deepcopy=False, states=(self.optuna.trial.TrialState.WAITING,))
         if not waiting and self._n_taken() >= self.config.n_trials:
-            self._close(state, over_budget=False)
+            self._close(over_budget=False)
             return None
         # a trial's exact cost is known once its parameters are suggested, and checked then (_requests)
         if not waiting and not self._fits(self._cheapest_trial(), self._ranked(), self._cheapest_confirmation()):
-            self._close(state, over_budget=True)
+            self._close(over_budget=True)
             return None
         trial = self.study.ask()  # a queued trial first, if any
         trial.set_user_attr("worker", self.worker)
         self.queued = bool(waiting)
         return trial
 
-    def _requests(self, trial: Any, state: RunState) -> list[EvalRequest]:
-        """The trial's minibatch evaluations; [] when it was told without any (or handed back: over budget)."""
-        params = self._suggest(trial)
-        prompt = self.build(params)
+    def _start(self, trial: Any) -> tuple[str, list[EvalRequest]] | None:
+        """The trial's candidate and minibatch evaluations; None when it was told without any (or handed back:
+        over budget)."""
+        params = self.space.suggest(trial)
+        prompt = self.space.build(params)
         self.prompts.setdefault(prompt.id, prompt)
-        batch = self._minibatch(trial.number)
-        done = state.history.find(prompt.id)
+        batch = self.space.minibatch(trial.number)
+        done = self.ctx.history.find(prompt.id)
         if self.config.robust == "none" and done is not None and (value := score_on(done, batch)) is not None:
             self.study.tell(trial, value)  # scored on full dev already: its minibatch score is known
             self._learn(prompt.id, value)
-            return []
+            return None
         variants = (
             format_variants(prompt, self.ctx.task, self.config.n_robust_formats, seed=self.ctx.seed)
             if self.config.robust != "none"
@@ -437,21 +327,15 @@ class StructureSearchOptimizer(TupleSettingsMixin, Optimizer):
             self.study.tell(trial, state=self.optuna.trial.TrialState.FAIL)
             if self.queued or self.misses >= MAX_MISSES:
                 self.study.enqueue_trial(params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
-                self._close(state, over_budget=True)
+                self._close(over_budget=True)
             else:  # TPE may suggest a cheaper point (fewer ICS sub-prompts) that still fits
                 self.misses += 1
-            return []
-        self.open = {trial.number: (trial, prompt.id)}
+            return None
         self.scored.setdefault(prompt.id, set()).update(seen)
-        return [EvalRequest(v, batch) for v in variants]
+        return prompt.id, [EvalRequest(v, batch) for v in variants]
 
-    def observe(self, state: RunState, records: Sequence[TrialRecord]) -> None:
-        if all(r.full for r in records):
-            for r in records:
-                self._observe_full(r)
-            return
-        ((trial, pid),) = self.open.values()
-        self.open = {}
+    def _tell(self, trial: Any, pid: str, records: Sequence[TrialRecord]) -> None:
+        """Tell the study a trial's value: the robust objective over its variants' minibatch means."""
         if any(r.status != "complete" for r in records):
             self.study.tell(trial, state=self.optuna.trial.TrialState.FAIL)
             return

@@ -220,7 +220,7 @@ def test_configs_validate_and_round_trip() -> None:
     with pytest.raises(ConfigError, match="n_children"):
         load_optimizer("pe2", n_children=0)
     with pytest.raises(ConfigError, match="unknown setting"):
-        OPROOptimizer.from_config({"batch_size": 2})  # OPRO shows no failures
+        OPROOptimizer.from_config({"n_failures": 2})  # OPRO shows no failures
     for name in FAMILY:
         opt = OPTIMIZERS.get(name)()
         assert type(opt).from_config(opt.to_config()).config == opt.config
