@@ -3,7 +3,7 @@ options into Python API arguments.
 
 An option that mirrors an argument of :func:`promptopt.api.optimize`, :func:`~promptopt.api.evaluate` or
 :func:`~promptopt.api.spread` takes its default from that function's signature (:data:`OPTIMIZE`, :data:`EVALUATE`,
-:data:`SPREAD`), so the command line and the API cannot disagree; ``tests/unit/test_cli_defaults.py`` checks it and
+:data:`SPREAD`), so the command line and the API cannot disagree; ``tests/unit/cli/test_cli_defaults.py`` checks it and
 lists the options that differ on purpose.
 """
 

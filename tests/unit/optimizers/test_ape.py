@@ -1,7 +1,7 @@
 """APE's budget plan: confirmations reserved before each screening, proposals shrunk to what the rest pays for,
 a resample round skipped when not even one candidate fits, and budgets below ``min_calls`` refused up front.
 
-(The happy path — APE finds the toy optimum, with its lineage — is in tests/unit/test_runner.py.)"""
+(The happy path — APE finds the toy optimum, with its lineage — is in tests/unit/run/test_runner.py.)"""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ import pytest
 from promptopt.core.task import SPLITS, Task
 from promptopt.core.taskfile import load_task
 
-TASKS_DIR = Path(__file__).resolve().parents[2] / "tasks"
+TASKS_DIR = Path(__file__).resolve().parents[3] / "tasks"
 BBH = [
     "boolean_expressions", "causal_judgement", "date_understanding", "formal_fallacies",
     "logical_deduction_three_objects", "navigate", "object_counting", "sports_understanding", "web_of_lies",
