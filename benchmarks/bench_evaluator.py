@@ -636,7 +636,8 @@ def racing_markdown(r: dict[str, Any]) -> list[str]:
         lines += [
             "No candidate was significantly worse than the leader on the examples seen (a sign test on the "
             "examples where two candidates differ), so none was dropped: the race cost the same evaluations "
-            "in smaller batches. Savings on separable candidates are exercised in tests/unit/optimizers/test_racing.py.",
+            "in smaller batches. Savings on separable candidates are exercised in "
+            "tests/unit/optimizers/test_racing.py.",
             "",
         ]
     return lines
