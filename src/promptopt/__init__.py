@@ -6,6 +6,11 @@
 >>> print(result.format())                                                       # doctest: +SKIP
 
 Importing promptopt loads no torch, transformers, litellm or optuna; backends import them on use.
+
+Layers, bottom to top (a module imports only its own layer and those below): ``core`` (value types), ``prompts``
+(ICS plans, formats, embeddings), ``models`` (backends, client, cache, budget), ``evaluation`` (the Evaluator),
+``run`` (the context an optimizer sees, the loop, history, result), ``optimizers``, ``api`` (optimize, evaluate,
+resume, spread), ``cli``, ``testing``. This module re-exports the public API.
 """
 
 import logging
