@@ -9,7 +9,7 @@ from pathlib import Path
 import promptopt
 
 PACKAGE = Path(promptopt.__file__).parent
-LAYERS = ("core", "prompts", "models", "evaluation", "run", "optimizers", "api", "cli", "testing")
+LAYERS = ("core", "prompts", "models", "evaluation", "run", "optimizers", "api", "compare", "report", "cli", "testing")
 """Bottom to top: a module may import its own layer and the layers below it."""
 MAX_LINES = 450
 
