@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
 
@@ -90,3 +90,14 @@ class Registry(Generic[T]):
 
 def _where(obj: object) -> str:
     return f"{getattr(obj, '__module__', '')}:{getattr(obj, '__qualname__', '')}"
+
+
+def name_and_options(spec: str | Mapping[str, Any], kind: str, *, source: str | None) -> tuple[str, dict[str, Any]]:
+    """A component spec as a name and its options: ``"name"``, or ``{name: ..., **options}`` (task.yaml's form)."""
+    if isinstance(spec, str):
+        return spec, {}
+    options = dict(spec)
+    name = options.pop("name", None)
+    if not isinstance(name, str):
+        raise ConfigError(f"a {kind} mapping needs 'name'", source=source, field=kind)
+    return name, options

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from promptopt.core._registry import Registry
+from promptopt.core._registry import Registry, name_and_options
 from promptopt.core.exceptions import ConfigError
 from promptopt.core.metrics import _ARTICLES, _NUMBER, normalize
 
@@ -116,13 +116,7 @@ def make_parser(
     """Build a parser from a name or ``{name: ..., **kwargs}``; ``label_set`` gets the task's labels."""
     if spec is None:
         spec = "label_set" if labels else "first_line"
-    if isinstance(spec, str):
-        name, kwargs = spec, {}
-    else:
-        kwargs = dict(spec)
-        name = kwargs.pop("name", None)
-        if not isinstance(name, str):
-            raise ConfigError("a parser mapping needs 'name'", source=source, field="parser")
+    name, kwargs = name_and_options(spec, "parser", source=source)
     if name == "label_set":
         if not labels:
             raise ConfigError("the label_set parser needs the task's 'labels'", source=source, field="parser")
