@@ -1,20 +1,24 @@
 """Metrics: ``metric(prediction, example) -> float in [0, 1]``.
 
 Every built-in takes the max over an example's acceptable answers. Register your own with
-:func:`register_metric` or name one in task.yaml as ``module:function``.
+:func:`register_metric`, name one in task.yaml as ``module:function``, or pass the function to ``make_task(metric=fn)``
+(:func:`as_metric`). A metric that raises or returns a non-number is an error on that example
+(:func:`score_prediction`), never a score.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
+import numbers
 import re
 import string
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from promptopt.core._registry import Registry
+from promptopt.core._registry import Registry, name_and_options
 from promptopt.core.data import Example
 from promptopt.core.exceptions import ConfigError
 
@@ -148,33 +152,90 @@ def register_metric(name: str, factory: Callable[..., Metric]) -> None:
     METRICS.add(name, factory)
 
 
+class MetricError(ValueError):
+    """A metric that raised or returned something other than a number: recorded on the example, never a score."""
+
+
+def checked_score(value: object, name: str) -> float:
+    """``value`` as a score: a real number (a bool counts as 0/1) that is not NaN; else :class:`MetricError`."""
+    if isinstance(value, numbers.Real) and not math.isnan(float(value)):
+        return float(value)
+    raise MetricError(f"metric '{name}' returned {value!r} ({type(value).__name__}), not a number")
+
+
+def score_prediction(metric: Metric, prediction: str, example: Example) -> tuple[float, str | None]:
+    """``metric(prediction, example)`` as ``(score, None)``, or ``(0.0, error)`` when the metric raised or returned
+    a non-number — the one way the evaluator scores, so a broken metric is an error on that example, not a score."""
+    try:
+        return checked_score(metric(prediction, example), metric.name), None
+    except Exception as exc:  # a user's metric may raise anything; it must not end the evaluation
+        detail = (
+            str(exc) if isinstance(exc, MetricError) else f"metric '{metric.name}' raised {type(exc).__name__}: {exc}"
+        )
+        return 0.0, detail
+
+
 @dataclass(frozen=True)
 class FunctionMetric:
-    """A user function ``f(prediction, example) -> float`` used as a metric."""
+    """A user function ``f(prediction, example) -> float`` used as a metric (a bool counts as 0/1)."""
 
     fn: Callable[[str, Example], float] = field(repr=False)
     name: str = "custom"
 
     def __call__(self, prediction: str, example: Example) -> float:
-        return float(self.fn(prediction, example))
+        return checked_score(self.fn(prediction, example), self.name)
+
+
+def _check_callable(fn: object, what: str, *, source: str | None, field: str) -> None:
+    """Refuse a non-callable, or a callable that cannot be called as ``fn(prediction, example)``."""
+    if not callable(fn):
+        raise ConfigError(
+            f"{what} is {fn!r} ({type(fn).__name__}), not a function; give a metric name (e.g. 'exact_match'), "
+            "a Metric, or a function f(prediction, example) -> float.",
+            source=source,
+            field=field,
+        )
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # some builtins have no signature: let them be tried
+        return
+    try:
+        signature.bind("prediction", "example")
+    except TypeError:
+        raise ConfigError(
+            f"{what} has the signature {signature}; a metric is called as f(prediction, example) -> float, with "
+            "two positional arguments.",
+            source=source,
+            field=field,
+        ) from None
+
+
+def as_metric(metric: str | Mapping[str, Any] | Metric | Callable[..., Any], *, source: str | None = None) -> Metric:
+    """A :class:`Metric` from a name or mapping (:func:`make_metric`), a Metric object (anything callable with a
+    string ``name``), or a plain function ``f(prediction, example) -> float``, named by its ``__qualname__``."""
+    if isinstance(metric, str | Mapping):
+        return make_metric(metric, source=source)
+    if not callable(metric):
+        _check_callable(metric, "the metric", source=source, field="metric")
+    name = getattr(metric, "name", None)
+    label = name if isinstance(name, str) else getattr(metric, "__qualname__", None) or type(metric).__qualname__
+    _check_callable(metric, f"metric '{label}'", source=source, field="metric")
+    if isinstance(name, str):
+        return cast(Metric, metric)  # callable, with a name: a Metric
+    return FunctionMetric(metric, name=label)
 
 
 def make_metric(spec: str | Mapping[str, Any], *, source: str | None = None) -> Metric:
     """Build a metric from a name, ``module:function``, or ``{name: ..., **kwargs}``."""
     import importlib
 
-    if isinstance(spec, str):
-        name, kwargs = spec, {}
-    else:
-        kwargs = dict(spec)
-        name = kwargs.pop("name", None)
-        if not isinstance(name, str):
-            raise ConfigError("a metric mapping needs 'name'", source=source, field="metric")
+    name, kwargs = name_and_options(spec, "metric", source=source)
     if ":" in name:
         module, _, attr = name.partition(":")
         try:
             fn = getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError) as exc:
             raise ConfigError(f"cannot import custom metric '{name}': {exc}", source=source, field="metric") from exc
+        _check_callable(fn, f"custom metric '{name}'", source=source, field="metric")
         return FunctionMetric(fn, name=name)
     return METRICS.build(name, source=source, field="metric", **kwargs)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from promptopt.core.candidate import DEFAULT_SYSTEM, Prompt
 from promptopt.core.data import Example
 from promptopt.core.exceptions import ConfigError, DataError
-from promptopt.core.metrics import Metric, make_metric
+from promptopt.core.metrics import Metric, as_metric
 from promptopt.core.parsers import Parser, make_parser
 from promptopt.core.template import PromptTemplate
 
@@ -114,17 +114,22 @@ def make_task(
     train: Sequence[Example],
     dev: Sequence[Example],
     test: Sequence[Example],
-    metric: str | Mapping[str, Any] | Metric = "exact_match",
+    metric: str | Mapping[str, Any] | Metric | Callable[[str, Example], float] = "exact_match",
     parser: str | Mapping[str, Any] | Parser | None = None,
     labels: Sequence[str] | None = None,
     **kwargs: Any,
 ) -> Task:
-    """Build a task in Python (metric and parser by name or as objects)."""
+    """Build a task in Python (metric and parser by name or as objects).
+
+    ``metric`` may also be a plain function ``f(prediction, example) -> float`` (named by its ``__qualname__``);
+    one that cannot be called that way is a :class:`ConfigError` here, and one that raises or returns a non-number
+    while scoring is an error on that example, never a score.
+    """
     return Task(
         name=name,
         template=PromptTemplate(template, name=f"{name}:template"),
         instruction=instruction,
-        metric=make_metric(metric) if isinstance(metric, str | Mapping) else metric,
+        metric=as_metric(metric),
         parser=make_parser(parser, labels=labels) if parser is None or isinstance(parser, str | Mapping) else parser,
         splits={"train": tuple(train), "dev": tuple(dev), "test": tuple(test)},
         labels=tuple(labels) if labels else None,

@@ -1,9 +1,10 @@
 """The evaluator: the one code path that turns (prompt, examples, model) into scores.
 
 render → batch → model (label scoring or generation) → parse → metric, with one record per example.
-A model/API failure or an unparsable output is recorded as an error (score 0) and counted apart from
-wrong answers. Classification tasks are scored by label log-likelihood when the model can (one pass per
-example), because small models' free text is often unparsable even when they 'know' the label.
+A model/API failure, an unparsable output or a metric that raised (or returned a non-number) is recorded as
+an error (score 0; ``error_kind`` api, parse or metric) and counted apart from wrong answers. Classification
+tasks are scored by label log-likelihood when the model can (one pass per example), because small models' free
+text is often unparsable even when they 'know' the label.
 
 An In-Context Sampling prompt (``Prompt.ics``) is K sub-prompts per example: all K go out in the same
 batched call (K model calls per example, each cached and budgeted like any other) and their records are
@@ -12,6 +13,7 @@ aggregated into one per example (:mod:`promptopt.prompts.ics`: majority vote, or
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +23,7 @@ from typing import Any, Literal
 from promptopt.core.candidate import Prompt
 from promptopt.core.data import Example
 from promptopt.core.exceptions import ConfigError
+from promptopt.core.metrics import score_prediction
 from promptopt.core.sampling import Aggregation
 from promptopt.core.stats import PairedComparison, interval_method, mean, mean_ci, paired_comparison
 from promptopt.core.task import Task
@@ -31,6 +34,8 @@ from promptopt.prompts.ics import aggregate_vector, majority_vote, summed_probab
 
 Mode = Literal["auto", "score", "generate"]
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True, kw_only=True)
 class ExampleRecord:
@@ -39,7 +44,7 @@ class ExampleRecord:
     score: float
     raw: str = ""
     error: str | None = None
-    error_kind: Literal["api", "parse"] | None = None
+    error_kind: Literal["api", "parse", "metric"] | None = None
     label_logprobs: tuple[float, ...] | None = None
     cached: bool = False
 
@@ -97,6 +102,11 @@ class EvalResult:
     def n_parse_errors(self) -> int:
         return sum(r.error_kind == "parse" for r in self.records)
 
+    @property
+    def n_metric_errors(self) -> int:
+        """Examples the metric could not score (it raised or returned a non-number)."""
+        return sum(r.error_kind == "metric" for r in self.records)
+
     def failures(self) -> list[ExampleRecord]:
         """Examples answered wrongly (including parse errors; API errors are not the prompt's fault)."""
         return [r for r in self.records if r.score < 1.0 and r.error_kind != "api"]
@@ -112,6 +122,7 @@ class EvalResult:
             "ci_method": interval_method(self.scores),
             "api_errors": self.n_api_errors,
             "parse_errors": self.n_parse_errors,
+            "metric_errors": self.n_metric_errors,
             "calls": self.calls,
             "mode": self.mode,
             "metric": self.metric,
@@ -121,6 +132,7 @@ class EvalResult:
         lo, hi = self.ci
         errs = f", {self.n_api_errors} API errors" if self.n_api_errors else ""
         errs += f", {self.n_parse_errors} unparsable" if self.n_parse_errors else ""
+        errs += f", {self.n_metric_errors} metric errors" if self.n_metric_errors else ""
         return f"{self.mean:.3f} [95% CI {lo:.3f}–{hi:.3f}] on {self.split} (n={self.n}{errs})"
 
     def to_dict(self) -> dict[str, Any]:
@@ -233,7 +245,7 @@ class Evaluator:
             part = subs[start : start + len(g)]
             start += len(g)
             records.append(part[0] if len(part) == 1 else self._aggregate(ex, part, plan.aggregation))
-        return EvalResult(
+        result = EvalResult(
             prompt_id=prompt.id,
             split=split,
             mode=mode,
@@ -241,6 +253,18 @@ class Evaluator:
             records=tuple(records),
             calls=client.budget.total.calls - calls_before,
         )
+        if result.n_metric_errors:
+            first = next(r for r in result.records if r.error_kind == "metric")
+            logger.warning(
+                "%d of %d examples of prompt %s on %s have no score, the metric failed on them; first (%s): %s",
+                result.n_metric_errors,
+                result.n,
+                prompt.id,
+                split,
+                first.example_id,
+                first.error,
+            )
+        return result
 
     def _record_generated(self, ex: Example, error: str | None, text: str, cached: bool) -> ExampleRecord:
         if error:
@@ -258,15 +282,13 @@ class Evaluator:
                 error_kind="parse",
                 cached=cached,
             )
-        return ExampleRecord(
-            example_id=ex.id, prediction=parsed, score=self.task.metric(parsed, ex), raw=text, cached=cached
-        )
+        return self._scored(ex, parsed, raw=text, cached=cached)
 
     def _aggregate(self, ex: Example, subs: Sequence[ExampleRecord], aggregation: Aggregation) -> ExampleRecord:
         """One record from an ICS prompt's K sub-prompt records (errors and unparsable answers abstain)."""
-        raw = " | ".join(r.raw if r.error is None else f"<{r.error_kind} error>" for r in subs)
+        raw = " | ".join(r.raw if r.prediction is not None else f"<{r.error_kind} error>" for r in subs)
         cached = all(r.cached for r in subs)
-        answered = [r for r in subs if r.error is None]
+        answered = [r for r in subs if r.prediction is not None]  # a metric error on a sub-prompt still answered
         if not answered:
             api = all(r.error_kind == "api" for r in subs)
             return ExampleRecord(
@@ -290,14 +312,8 @@ class Evaluator:
         else:
             pred = majority_vote([r.prediction for r in answered])
         assert pred is not None
-        return ExampleRecord(
-            example_id=ex.id,
-            prediction=pred,
-            score=self.task.metric(pred, ex),
-            raw=raw,
-            label_logprobs=tuple(aggregate_vector([list(r) for r in rows])) if rows else None,  # takes lists (Vector)
-            cached=cached,
-        )
+        vector = tuple(aggregate_vector([list(r) for r in rows])) if rows else None  # takes lists (Vector)
+        return self._scored(ex, pred, raw=raw, label_logprobs=vector, cached=cached)
 
     def _record_scored(
         self,
@@ -318,11 +334,26 @@ class Evaluator:
             )
         best = max(range(len(labels)), key=lambda i: logprobs[i])
         pred = labels[best]
+        return self._scored(ex, pred, raw=pred, label_logprobs=tuple(logprobs), cached=cached)
+
+    def _scored(
+        self,
+        ex: Example,
+        pred: str,
+        *,
+        raw: str,
+        cached: bool,
+        label_logprobs: tuple[float, ...] | None = None,
+    ) -> ExampleRecord:
+        """The record of an answered example: its metric score, or the metric's error (:func:`score_prediction`)."""
+        score, error = score_prediction(self.task.metric, pred, ex)
         return ExampleRecord(
             example_id=ex.id,
             prediction=pred,
-            score=self.task.metric(pred, ex),
-            raw=pred,
-            label_logprobs=tuple(logprobs),
+            score=score,
+            raw=raw,
+            error=error,
+            error_kind="metric" if error else None,
+            label_logprobs=label_logprobs,
             cached=cached,
         )
