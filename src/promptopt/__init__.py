@@ -16,6 +16,7 @@ resume, spread), ``cli``, ``testing``. This module re-exports the public API.
 import logging
 
 from promptopt.api import evaluate, optimize, resume
+from promptopt.compare import compare_optimizers as compare_optimizers
 from promptopt.core.candidate import Prompt
 from promptopt.core.data import Example
 from promptopt.core.exceptions import (
