@@ -45,6 +45,7 @@ from promptopt.models.budget import Usage
 from promptopt.models.cache import promptopt_home
 from promptopt.optimizers.base import Optimizer, register_optimizer
 from promptopt.optimizers.config import OptimizerConfig
+from promptopt.prompts.ics import render_all
 from promptopt.run.context import RunContext, RunState
 
 if TYPE_CHECKING:
@@ -264,7 +265,9 @@ class _Trainer:
         self.owner = owner
         c = self.config = owner.config
         task = owner.ctx.task
-        self.examples = [(seed.render(ex), ex.answer) for ex in training_examples(seed, task.train)]
+        # each example as the model sees it under the start prompt (an ICS prompt: its first sub-prompt, with the
+        # demos it picks for that example)
+        self.examples = [(render_all(seed, [ex])[0][0], ex.answer) for ex in training_examples(seed, task.train)]
         self.eos = not task.is_classification
         self.dev_cost = len(task.dev)
         self.seed = owner.ctx.seed

@@ -341,3 +341,18 @@ def test_a_soft_prompt_under_demos_does_not_train_on_the_demos_themselves() -> N
     shown = dataclasses.replace(task.seed_prompt(), demos=tuple(train[:3]))
     assert training_examples(shown, train) == train[3:]
     assert training_examples(dataclasses.replace(shown, demos=tuple(train)), train) == train  # nothing else left
+
+
+def test_a_soft_prompt_trains_under_a_prompt_that_picks_its_demos_per_query(base: HFModel) -> None:
+    from promptopt.prompts.ics import make_ics_prompt, render_all
+
+    task = make("no")
+    similar = make_ics_prompt(task.seed_prompt(), task.train, k=1, shots=2, strategy="similar", embedder="tfidf")
+
+    class UnderSimilarDemos(SoftPromptOptimizer):
+        def _start_prompt(self, state: object) -> Prompt:
+            return similar
+
+    result = promptopt.optimize(task, UnderSimilarDemos(**{**soft().to_config(), "max_steps": 3}), base, cache=False)
+    assert result.usage["by_role"]["train"]["calls"] == 3 * 8  # it trained (rendering each example under `similar`)
+    assert result.n_trials == 2  # the seed, then the checkpoint: the start prompt's per-query demos plus soft tokens
