@@ -105,8 +105,9 @@ class AutoOptimizer(Optimizer):
         soft = self._soft_prompt(fewshot)
         if soft is not None:
             optimizer, reserved = soft
+            # demos that tie the seed in their first race leave the rest to the soft prompt (fewshot give_up)
             return [
-                (fewshot, 1.0, reserved, "demonstrations"),
+                (FewShotOptimizer(give_up=True), 1.0, reserved, "demonstrations"),
                 (optimizer, 1.0, 0, "soft prompt"),
             ]
         stages: list[tuple[Optimizer, float, int, str]] = [(fewshot, c.fewshot_share, 0, "demonstrations")]

@@ -65,6 +65,13 @@ class FewShotConfig(RacingConfig):
     minibatch_size: int = field(default=8, metadata={"min": 1, "help": "dev examples in the first race stage"})
     chunk_size: int = field(default=8, metadata={"min": 1, "help": "candidates per race"})
     top_k: int = field(default=2, metadata={"min": 1, "help": "survivors confirmed on the full dev split"})
+    give_up: bool = field(
+        default=False,
+        metadata={
+            "help": "stop racing when no demo set of the first race beats the seed prompt (sign test): the rest of "
+            "the budget goes to what runs next (auto sets it when a soft prompt follows)"
+        },
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -93,6 +100,7 @@ class FewShotOptimizer(TupleSettingsMixin, Optimizer):
         self.queue: list[Prompt] = self._labeled(ctx.task)
         self.survivors: dict[str, tuple[Prompt, dict[str, float]]] = {}
         self.teacher: Prompt | None = None
+        self.given_up = False
         self.racing = RaceTotals()
         self.formats = _demo_formats(c)
         self.notes = ()
@@ -208,6 +216,8 @@ class FewShotOptimizer(TupleSettingsMixin, Optimizer):
             self.survivors[p.id] = (p, race.scores[p.id])
         if totals.races == 1:
             self._drop_losing_formats(race)
+            if self.config.give_up:
+                self._give_up_without_gain(race)
 
     def _drop_losing_formats(self, race: Race) -> None:
         """After the first race, stop trying a demo format whose best candidate (survivors first, then by race
@@ -237,7 +247,25 @@ class FewShotOptimizer(TupleSettingsMixin, Optimizer):
             f"{max(race.mean(best[f].id) for f in lost):.2f} on the race examples)",
         )
 
+    def _give_up_without_gain(self, race: Race) -> None:
+        """``give_up``: after the first race, stop when its best survivor does not beat the seed prompt by the sign
+        test on the race examples — on small dev splits a demo set that only ties the seed is likely a dev artefact,
+        and the calls are better spent by the next stage. The survivors are still confirmed."""
+        ranking = race.ranking()
+        seed = self.ctx.seed_record.prompt
+        if ranking and race.beaten(seed.id, ranking[0][0].id):
+            return
+        self.queue, self.given_up = [], True
+        best = f"best {ranking[0][1]:.2f}" if ranking else "no survivor"
+        self.notes = (
+            *self.notes,
+            f"fewshot: no demo set of the first race beat the seed prompt on the race examples ({best}); no further "
+            "races, the rest of the budget goes to the next stage",
+        )
+
     def _wants_teacher(self) -> bool:
+        if self.given_up:
+            return False
         if self.teacher is not None or "bootstrapped" not in self.config.sources or not self.survivors:
             return False
         pool = self._teacher_pool()

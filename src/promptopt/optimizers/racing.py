@@ -157,11 +157,17 @@ class Race:
         return [(p, self.mean(p.id)) for p in ranked]
 
     def beaten(self, prompt_id: str, by_id: str) -> bool:
-        """Whether candidate ``by_id`` beats ``prompt_id`` by the race's sign test, on the examples both were
-        scored on (never when ``alpha`` is 0)."""
-        a, b = self.scores[prompt_id], self.scores[by_id]
+        """Whether ``by_id`` beats ``prompt_id`` by the race's sign test, on the race examples both were scored on
+        (candidates or incumbents; never when ``alpha`` is 0)."""
+        a, b = self._scores_of(prompt_id), self._scores_of(by_id)
         wins, losses = _wins_losses(b, a, [e for e in a if e in b])
         return self.alpha > 0 and sign_test(wins, losses) < self.alpha
+
+    def _scores_of(self, prompt_id: str) -> Mapping[str, float]:
+        if prompt_id in self.scores:
+            return self.scores[prompt_id]
+        race = {ex.id for ex in self.examples}
+        return {e: v for e, v in self.incumbents[prompt_id].items() if e in race}
 
     @property
     def evaluations(self) -> int:

@@ -137,3 +137,16 @@ def test_config_validation():
         FewShotOptimizer(demo_formats=("chat",))
     with pytest.raises(ConfigError, match="shots"):
         FewShotOptimizer(shots=(0,))
+
+
+def test_give_up_stops_racing_when_no_demo_set_beats_the_seed(task):
+    def model() -> FakeModel:  # demos never help: every prompt repeats the word, as the seed does
+        return FakeModel(fn=query_word, name="fake:repeat")
+
+    patient = run(task, model(), config={"chunk_size": 4})
+    quitter = run(task, model(), config={"chunk_size": 4, "give_up": True})
+    assert patient.racing["races"] > 1 and quitter.racing["races"] == 1
+    assert quitter.usage["by_role"]["task"]["calls"] < patient.usage["by_role"]["task"]["calls"]
+    assert any("no demo set of the first race beat the seed prompt" in n for n in quitter.notes)
+    helped = run(task, config={"chunk_size": 4, "give_up": True})  # turns_model: demos as turns do help
+    assert helped.racing["races"] > 1 and helped.best_test["mean"] == 1.0
