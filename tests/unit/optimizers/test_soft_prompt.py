@@ -344,7 +344,7 @@ def test_a_soft_prompt_under_demos_does_not_train_on_the_demos_themselves() -> N
 
 
 def test_a_soft_prompt_trains_under_a_prompt_that_picks_its_demos_per_query(base: HFModel) -> None:
-    from promptopt.prompts.ics import make_ics_prompt, render_all
+    from promptopt.prompts.ics import make_ics_prompt
 
     task = make("no")
     similar = make_ics_prompt(task.seed_prompt(), task.train, k=1, shots=2, strategy="similar", embedder="tfidf")
