@@ -25,6 +25,7 @@ except ImportError:  # pragma: no cover - typer < 0.20 uses click itself
 from promptopt.cli.catalog import models_app, optimizers_app, tasks_app
 from promptopt.cli.compare import compare
 from promptopt.cli.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, print_error
+from promptopt.cli.report import report
 from promptopt.cli.run import evaluate, optimize, spread
 
 __all__ = ["app", "evaluate", "main", "optimize", "spread"]
@@ -73,6 +74,7 @@ app = typer.Typer(
 app.command()(optimize)
 app.command()(evaluate)
 app.command()(spread)
+app.command()(report)
 app.command()(compare)
 app.add_typer(tasks_app, name="tasks")
 app.add_typer(optimizers_app, name="optimizers")
