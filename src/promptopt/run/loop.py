@@ -24,7 +24,7 @@ from promptopt.models.client import ModelClient
 from promptopt.run.callbacks import Callback, EvaluationProgress, Event, TrialFinished
 from promptopt.run.context import EvalRequest, RunContext, RunnableOptimizer, RunState, StopRun
 from promptopt.run.history import History, TrialRecord
-from promptopt.run.result import OptimizationResult
+from promptopt.run.result import OptimizationResult, TrialSummary
 from promptopt.run.rundir import versions
 
 logger = logging.getLogger(__name__)
@@ -257,6 +257,7 @@ class Run:
             usage=self.client.budget.to_dict(),
             run_dir=str(self.run_dir) if self.run_dir else None,
             versions=versions(),
+            trials=tuple(TrialSummary.from_record(r) for r in self.history),
         )
         if self.run_dir is not None:
             result.save(self.run_dir / "result.json")

@@ -1,20 +1,153 @@
-"""OptimizationResult: what a run hands back — best prompt, honest numbers, usage. Saved as JSON."""
+"""OptimizationResult: what a run hands back — best prompt, honest numbers, its trials, its spend. Saved as JSON.
+
+``result.trials`` are the run's trial records as plain frozen rows (:class:`TrialSummary`; ``result.trials_frame()``
+makes a pandas DataFrame of them when pandas is installed) and ``result.spend`` its spend, typed (:class:`Spend`,
+read from ``result.usage``, which stays as saved for compatibility).
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from promptopt.core.candidate import Prompt
+from promptopt.core.exceptions import MissingDependencyError
+
+if TYPE_CHECKING:
+    from promptopt.run.history import TrialRecord
+
+SEARCH_ROLES = ("task", "proposer", "train")
+"""The roles whose calls the budget limits; ``report`` (the held-out test scores) is accounted apart."""
 
 
 def _fmt(s: Mapping[str, Any] | None) -> str:
     if not s:
         return "n/a"
     return f"{s['mean']:.3f} [95% CI {s['ci_low']:.3f}–{s['ci_high']:.3f}] (n={s['n']})"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrialSummary:
+    """One trial of a run as plain data: which prompt, on full dev or a minibatch, its score and the calls so far.
+
+    ``mean``, ``ci_low`` and ``ci_high`` are None (and ``n`` 0) for a failed trial (``status="failed"``, ``error``).
+    """
+
+    trial: int
+    step: int
+    prompt_id: str
+    instruction: str
+    full: bool
+    """True: scored on the whole dev split (only those compete for best prompt); False: a dev minibatch."""
+    status: str
+    mean: float | None
+    ci_low: float | None
+    ci_high: float | None
+    n: int
+    calls_so_far: int
+    """Budgeted model calls spent when the trial finished (cache hits are free)."""
+    origin: str = ""
+    error: str | None = None
+
+    @property
+    def kind(self) -> str:
+        return "full" if self.full else "minibatch"
+
+    @classmethod
+    def from_record(cls, record: TrialRecord) -> TrialSummary:
+        r = record.result
+        lo, hi = r.ci if r is not None else (None, None)
+        return cls(
+            trial=record.trial,
+            step=record.step,
+            prompt_id=record.prompt.id,
+            instruction=record.prompt.instruction,
+            full=record.full,
+            status=record.status,
+            mean=r.mean if r is not None else None,
+            ci_low=lo,
+            ci_high=hi,
+            n=r.n if r is not None else 0,
+            calls_so_far=record.calls_so_far,
+            origin=record.prompt.origin,
+            error=record.error,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "kind": self.kind}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TrialSummary:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+TRIAL_COLUMNS = (*(f.name for f in fields(TrialSummary)), "kind")
+"""The columns of :meth:`OptimizationResult.trials_frame`."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoleSpend:
+    """Model calls (cache hits excluded), tokens, cost, cache hits and failed calls of one role, or in total."""
+
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    cache_hits: int = 0
+    errors: int = 0
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> RoleSpend:
+        names = {f.name for f in fields(RoleSpend)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Spend(RoleSpend):
+    """What a run spent, in total and ``by_role`` (``task``, ``proposer``, ``train``, ``report``), with its wall
+    time in ``seconds`` (a resumed run's included)."""
+
+    seconds: float = 0.0
+    by_role: Mapping[str, RoleSpend] = field(default_factory=dict)
+
+    @classmethod
+    def from_usage(cls, usage: Mapping[str, Any]) -> Spend:
+        """From the usage dict of a run (``usage.json``, ``result.usage``)."""
+        total = RoleSpend.from_dict(usage.get("total", {}))
+        return cls(
+            **{f.name: getattr(total, f.name) for f in fields(RoleSpend)},
+            seconds=float(usage.get("elapsed_seconds", 0.0)),
+            by_role={k: RoleSpend.from_dict(v) for k, v in usage.get("by_role", {}).items()},
+        )
+
+    def calls_of(self, *roles: str) -> int:
+        return sum(self.by_role[r].calls for r in roles if r in self.by_role)
+
+    @property
+    def search_calls(self) -> int:
+        """Calls of the search (task model, proposer, training examples): what the budget limits."""
+        return self.calls_of(*SEARCH_ROLES)
+
+    @property
+    def test_calls(self) -> int:
+        """Calls of the held-out test scores (role ``report``), never cut short by the budget."""
+        return self.calls_of("report")
+
+    def format(self) -> str:
+        train = f", training examples {self.calls_of('train')}" if self.calls_of("train") else ""
+        return (
+            f"{self.search_calls} search calls (task model {self.calls_of('task')}, proposer "
+            f"{self.calls_of('proposer')}{train}) + {self.test_calls} held-out test calls; {self.tokens} tokens, "
+            f"${self.cost:.4f}, {self.cache_hits} cache hits, {self.seconds:.1f}s"
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,17 +180,40 @@ class OptimizationResult:
     racing: dict[str, int] = field(default_factory=dict)
     """Racing totals (races, raced, dropped, evaluations, saved) for optimizers that race candidates."""
     usage: dict[str, Any] = field(default_factory=dict)
+    """The raw usage dict (as in usage.json); :attr:`spend` reads it typed."""
     run_dir: str | None = None
     versions: dict[str, str] = field(default_factory=dict)
+    trials: tuple[TrialSummary, ...] = ()
+    """Every trial of the run, in order (empty for a result.json written before trials were saved)."""
 
     @property
     def improved(self) -> bool:
         return self.best_prompt.id != self.seed_prompt.id
 
+    @property
+    def spend(self) -> Spend:
+        """What the run spent: calls, tokens, cost, seconds, cache hits, in total and by role."""
+        return Spend.from_usage(self.usage)
+
+    def trials_frame(self) -> Any:
+        """:attr:`trials` as a pandas DataFrame, one row per trial (columns :data:`TRIAL_COLUMNS`).
+
+        pandas is not a dependency of promptopt: without it this raises :class:`MissingDependencyError`.
+        """
+        try:
+            import pandas as pd
+        except ImportError:
+            raise MissingDependencyError(
+                "result.trials_frame() needs pandas, which promptopt does not install: pip install pandas "
+                "(result.trials holds the same rows as plain data)."
+            ) from None
+        return pd.DataFrame([t.to_dict() for t in self.trials], columns=list(TRIAL_COLUMNS))
+
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["best_prompt"] = self.best_prompt.to_dict()
         d["seed_prompt"] = self.seed_prompt.to_dict()
+        d["trials"] = [t.to_dict() for t in self.trials]
         return d
 
     @classmethod
@@ -65,6 +221,7 @@ class OptimizationResult:
         d = dict(d)
         d["best_prompt"] = Prompt.from_dict(d["best_prompt"])
         d["seed_prompt"] = Prompt.from_dict(d["seed_prompt"])
+        d["trials"] = tuple(TrialSummary.from_dict(t) for t in d.get("trials") or ())
         return cls(**d)
 
     def save(self, path: str | Path) -> Path:
@@ -81,7 +238,6 @@ class OptimizationResult:
 
     def format(self) -> str:
         """A short human-readable report."""
-        total = self.usage.get("total", {})
         lines = [
             f"task {self.task} · optimizer {self.optimizer} · model {self.model} · seed {self.seed}",
             f"seed prompt   dev  {_fmt(self.baseline_dev)}",
@@ -94,15 +250,7 @@ class OptimizationResult:
             c = self.test_comparison
             ci = f"[95% CI {c['ci_low']:+.3f}–{c['ci_high']:+.3f}]"
             lines.append(f"best − seed on test: {c['diff']:+.3f} {ci}, p={c['p_value']:.3f}")
-        roles = self.usage.get("by_role", {})
-        calls = {r: roles.get(r, {}).get("calls", 0) for r in ("task", "proposer", "train", "report")}
-        train = f", training examples {calls['train']}" if calls["train"] else ""
-        lines.append(
-            f"spent: {calls['task'] + calls['proposer'] + calls['train']} search calls (task model {calls['task']}, "
-            f"proposer {calls['proposer']}{train}) + {calls['report']} held-out test calls; "
-            f"{total.get('tokens', 0)} tokens, ${total.get('cost', 0.0):.4f}, {total.get('cache_hits', 0)} cache hits, "
-            f"{self.usage.get('elapsed_seconds', 0.0):.1f}s; {self.n_trials} trials; stopped: {self.stop_reason}"
-        )
+        lines.append(f"spent: {self.spend.format()}; {self.n_trials} trials; stopped: {self.stop_reason}")
         if self.search:
             lines.append(
                 f"candidates: {self.search['screened']} screened on dev minibatches, "
