@@ -62,3 +62,13 @@ def test_a_real_compare_directory(tmp_path: Path) -> None:
     assert html.count('class="line run"') == 2
     assert 'data-chart="leaderboard"' in html and "No leaderboard yet" not in html
     assert 'href="runs/ape-seed0/report.html"' in html
+
+
+def test_cli_reports_a_compare_directory(compare_dir: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from promptopt.cli.app import app
+
+    result = CliRunner().invoke(app, ["report", str(compare_dir), "--out", str(tmp_path / "c.html")])
+    assert result.exit_code == 0, result.output
+    assert 'data-chart="curves"' in (tmp_path / "c.html").read_text(encoding="utf-8")
