@@ -19,6 +19,7 @@ from promptopt.core.candidate import Prompt
 from promptopt.core.data import Example
 from promptopt.core.exceptions import ConfigError
 from promptopt.core.task import Task
+from promptopt.prompts.ics import render_all
 from promptopt.report.svg import PALETTE, Series, interval_chart, line_chart
 from promptopt.run.history import History, TrialRecord
 from promptopt.run.result import OptimizationResult
@@ -284,7 +285,7 @@ def best_prompt_section(run: RunData, task: Task | None) -> str:
         return '<p class="muted">No prompt evaluated yet.</p>'
     example, source = _example(run, best, task)
     try:
-        msgs = [(m.role, m.content) for m in best.render(example)]
+        msgs = [(m.role, m.content) for m in render_all(best, [example])[0][0]]  # ICS: the first sub-prompt
     except ConfigError as exc:
         return f'<p class="muted">Cannot render this prompt for one example ({h.esc(exc)}).</p>'
     extra = ""
