@@ -25,9 +25,10 @@ from promptopt.optimizers.base import Optimizer
 from promptopt.optimizers.config import is_one_of
 from promptopt.optimizers.planning import refuse_small_budget
 from promptopt.optimizers.presets import build_optimizer, load_optimizer
-from promptopt.run.callbacks import Callback, RunFinished, RunStarted
+from promptopt.run.callbacks import Callback, EvaluationProgress, RunFinished, RunStarted
 from promptopt.run.history import TrialRecord
 from promptopt.run.loop import SELECTIONS, Run, Selection, require_score
+from promptopt.run.progress import progress_display
 from promptopt.run.result import OptimizationResult
 from promptopt.run.rundir import CONFIG_FILE, prepare_run_dir, read_run_config, readable_history
 
@@ -72,6 +73,7 @@ def optimize(
     select: Selection = "best",
     resume: bool = False,
     max_errors: MaxErrors = DEFAULT_MAX_ERRORS,
+    progress: bool = False,
 ) -> OptimizationResult:
     """Optimize ``task``'s prompt with ``optimizer`` for ``model`` within ``budget``.
 
@@ -92,6 +94,10 @@ def optimize(
     ``max_errors`` (see :meth:`ErrorLimit.of`; default: more than 20% of the calls, once 10 were made) stops the run
     with :class:`TooManyErrors` when too many model calls fail, and so does a seed or test evaluation where every
     example failed: an outage is not a score. Finished calls are cached, so resuming does not pay them again.
+
+    ``progress=True`` shows the run's progress on stderr while it works
+    (:func:`promptopt.run.progress.progress_display`: bars on a terminal or in a notebook with ipywidgets, one line
+    per trial elsewhere). Off by default.
     """
     check_select(select)
     if resume and run_dir is None:
@@ -143,20 +149,21 @@ def optimize(
         tracker.path = out / "usage.json"
         if resume:
             previous = readable_history(out / "history.jsonl")
-    run = Run(
-        task=task_obj,
-        optimizer=opt,
-        client=ModelClient(model_obj, cache=cache_obj, budget=tracker, role="task", batch_size=batch_size),
-        proposer=ModelClient(proposer_obj, cache=cache_obj, budget=tracker, role="proposer", batch_size=batch_size),
-        seed=seed,
-        run_dir=out,
-        callbacks=callbacks,
-        mode=mode,
-        replay=previous,
-    )
-    run.emit(RunStarted(config=config, budget=tracker))
-    result = run.execute(config, evaluate_test=evaluate_test)
-    run.emit(RunFinished(result=result))
+    with progress_display(progress) as show:
+        run = Run(
+            task=task_obj,
+            optimizer=opt,
+            client=ModelClient(model_obj, cache=cache_obj, budget=tracker, role="task", batch_size=batch_size),
+            proposer=ModelClient(proposer_obj, cache=cache_obj, budget=tracker, role="proposer", batch_size=batch_size),
+            seed=seed,
+            run_dir=out,
+            callbacks=[*callbacks, show] if show is not None else callbacks,
+            mode=mode,
+            replay=previous,
+        )
+        run.emit(RunStarted(config=config, budget=tracker))
+        result = run.execute(config, evaluate_test=evaluate_test)
+        run.emit(RunFinished(result=result))
     return result
 
 
@@ -171,7 +178,7 @@ def evaluate(
     batch_size: int = 32,
     mode: Mode = "auto",
     tracker: BudgetTracker | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: bool | Callable[[int, int], None] | None = False,
     max_errors: MaxErrors = DEFAULT_MAX_ERRORS,
 ) -> EvalResult:
     """Score ``prompt`` (default: the task's seed prompt) on the first ``limit`` examples of ``split``.
@@ -179,6 +186,9 @@ def evaluate(
     Pass a ``tracker`` to read the calls, tokens and cache hits spent (its ``max_errors`` is set to this one's).
     Too many failed calls (``max_errors``, as in :func:`optimize`), or all of them, raise :class:`TooManyErrors`
     instead of returning a score.
+
+    ``progress=True`` shows the evaluation's progress on stderr (as :func:`optimize` does); a function instead is
+    called with (examples done, total) as it goes.
     """
     task_obj = load_task(task) if isinstance(task, str | Path) else task
     check_mode(mode, task_obj)
@@ -190,8 +200,15 @@ def evaluate(
     tracker = tracker or BudgetTracker()
     tracker.max_errors = ErrorLimit.of(max_errors)
     client = ModelClient(get_model(model), cache=open_cache(cache), budget=tracker, batch_size=batch_size)
-    evaluator = Evaluator(task_obj, client, mode=mode, progress=progress)
-    return require_score(evaluator.evaluate(prompt or task_obj.seed_prompt(), examples, split=split), client)
+    with progress_display(progress is True) as show:
+        tick = progress if callable(progress) else None
+        if show is not None:
+
+            def tick(done: int, total: int) -> None:
+                show(EvaluationProgress(label=f"evaluate {split}", done=done, total=total))
+
+        evaluator = Evaluator(task_obj, client, mode=mode, progress=tick)
+        return require_score(evaluator.evaluate(prompt or task_obj.seed_prompt(), examples, split=split), client)
 
 
 def resume(
