@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -71,6 +71,41 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     cls=_Commands,
 )
+DISTRIBUTION = "promptopt-toolkit"
+"""The name promptopt is installed under (the PyPI name ``promptopt`` belongs to another project)."""
+
+
+def version() -> str:
+    """The installed distribution's version, or ``promptopt.__version__`` when it is not installed (a source tree)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed_version
+
+    try:
+        return installed_version(DISTRIBUTION)
+    except PackageNotFoundError:
+        from promptopt import __version__
+
+        return __version__
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"promptopt {version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", callback=_print_version, is_eager=True, expose_value=True
+        ),
+    ] = False,
+) -> None:
+    """Find better prompts automatically: optimize, evaluate, list tasks/optimizers/models."""
+
+
 app.command()(optimize)
 app.command()(evaluate)
 app.command()(spread)
