@@ -40,7 +40,7 @@ from promptopt.models.client import ModelClient
 from promptopt.models.fake import FakeModel
 from promptopt.optimizers import OPTIMIZERS, Optimizer, register_optimizer
 from promptopt.optimizers.presets import load_optimizer
-from promptopt.run.result import OptimizationResult
+from promptopt.run.result import OptimizationResult, Spend, TrialSummary
 
 __version__ = "0.1.0"
 
@@ -66,8 +66,10 @@ __all__ = [
     "PromptOptError",
     "PromptTemplate",
     "ResponseCache",
+    "Spend",
     "Task",
     "TemplateError",
+    "TrialSummary",
     "UnknownComponentError",
     "Usage",
     "available_tasks",
