@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import json
-import shlex
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,7 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from promptopt.cli.errors import err, guarded, out
+from promptopt.cli.errors import command_line, err, guarded, out
 from promptopt.cli.options import (
     BUDGET,
     OPTIMIZE,
@@ -96,6 +94,7 @@ def leaderboard_table(board: dict[str, Any]) -> Table:
 
 
 def compare(
+    ctx: typer.Context,
     task: TaskName,
     optimizers: OptimizerList,
     out_dir: OutDir,
@@ -146,7 +145,7 @@ def compare(
                 select=check_select(select),
                 max_errors=max_errors,
                 on_run=progress,
-                command=shlex.join(["promptopt", *sys.argv[1:]]),
+                command=command_line(ctx),
             )
         except ConfigError as exc:
             if exc.field in FIELDS:

@@ -4,6 +4,7 @@ typed, and exit 1 (the run failed) or 2 (bad input)."""
 from __future__ import annotations
 
 import logging
+import shlex
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -86,3 +87,26 @@ def resume_hint(run_dir: Path) -> Iterator[None]:
         yield
     except TooManyErrors as exc:
         raise TooManyErrors(f"{exc} Finished calls are cached: continue with --resume {run_dir}") from None
+
+
+def command_line(ctx: typer.Context) -> str:
+    """The running command as one could type it again (for provenance): ``promptopt <command>``, its arguments and
+    every option given a value other than its default, shell-quoted. Built from the parsed parameters, so it is
+    right however the command was invoked (a shell, ``python -m promptopt.cli``, a test's CliRunner)."""
+    parts = ["promptopt", ctx.info_name or ""]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name or "")
+        if param.param_type_name == "argument":
+            parts.append(str(value))
+            continue
+        if value is None or value == param.default or value in ([], ()):
+            continue
+        flag = param.opts[0]
+        if getattr(param, "is_flag", False):
+            parts.append(flag if value else (param.secondary_opts or [flag])[0])
+        elif isinstance(value, list | tuple):
+            for v in value:
+                parts += [flag, str(v)]
+        else:
+            parts += [flag, str(value)]
+    return shlex.join(parts)
