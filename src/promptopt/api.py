@@ -87,8 +87,8 @@ def optimize(
 
     ``select="best"`` (the default) returns the best dev candidate whatever its margin. ``select="significant"``
     guards against the winner's curse: the best dev candidate replaces the seed prompt only if its paired dev
-    gain over the seed has a 95% CI above 0. Measured over 53 runs with 32 dev examples
-    (``benchmarks/results/fewshot.md``) it changed 10 outcomes, 5 for the better and 5 for the worse, so it is
+    gain over the seed has a 95% CI above 0. Measured over 65 runs with 32 dev examples
+    (``benchmarks/results/fewshot.md``) it changed 11 outcomes, 4 for the better and 7 for the worse, so it is
     not the default.
 
     ``max_errors`` (see :meth:`ErrorLimit.of`; default: more than 20% of the calls, once 10 were made) stops the run
