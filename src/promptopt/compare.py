@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from promptopt.api import MaxErrors, check_mode, check_select, optimize
+from promptopt.core._files import write_text_atomic
 from promptopt.core.exceptions import ConfigError, PromptOptError
 from promptopt.core.stats import interval_method, mean, mean_ci, paired_comparison
 from promptopt.core.task import Task
@@ -153,9 +154,7 @@ def _now() -> str:
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
 
 
 def _read_compare(out: Path, settings: dict[str, Any], resume: bool) -> dict[str, Any] | None:
