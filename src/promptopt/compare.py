@@ -9,7 +9,7 @@ budget, each with its own fresh response cache, so every run pays for its calls 
      "settings": {"task", "optimizers": [...], "model", "proposer", "budget": {max_calls, ...}, "seeds": [...],
                   "batch_size", "mode", "select"},
      "provenance": {"promptopt": version, "python": version, "commit": git sha or null, "command": str,
-                    "started": ISO time, "updated": ISO time},
+                    "versions": {distribution: version}, "started": ISO time, "updated": ISO time},
      "runs": [{"optimizer", "seed", "run_dir": "runs/<optimizer>-seed<k>", "cache": "cache/<optimizer>-seed<k>.sqlite",
                "status": "pending" | "finished"}],
      "leaderboard": "leaderboard.json" (null until every run finished)}
@@ -19,7 +19,8 @@ test_results.json, ...; see :mod:`promptopt.run.rundir`): ``promptopt.Optimizati
 reads it.
 
 ``out/leaderboard.json`` (``format: "promptopt.leaderboard/1"``): ``task``, ``metric``, ``n_test``, ``seeds``,
-``leader`` and ``rows``, best first. A row is one optimizer: ``rank``, ``optimizer``, ``n_seeds``, ``test_mean``
+``leader``, ``provenance`` (as in compare.json) and ``rows``, best first. A row is one optimizer: ``rank``,
+``optimizer``, ``n_seeds``, ``test_mean``
 (mean over seeds of the best prompt's test mean), ``test_sd``/``test_min``/``test_max`` (spread over seeds, sd 0 for
 one seed), ``test_ci_low``/``test_ci_high``/``ci_method`` (95% CI over the test examples of the per-example score
 averaged over seeds: for one seed exactly the run's result), ``vs_seed`` and ``vs_leader`` (paired comparisons on
@@ -262,13 +263,17 @@ def compare_optimizers(
     }
     status = {spec.name: "pending" for spec in specs}
 
+    def stamped() -> dict[str, Any]:
+        """The provenance as of now (the versions of what the runs have loaded so far: torch once a run used it)."""
+        return {**provenance, "versions": versions(), "updated": _now()}
+
     def save(leaderboard: str | None) -> None:
         keys = ("optimizer", "seed", "run_dir", "cache")
         runs = [{**{k: getattr(s, k) for k in keys}, "status": status[s.name]} for s in specs]
         payload = {
             "format": COMPARE_FORMAT,
             "settings": settings,
-            "provenance": {**provenance, "updated": _now()},
+            "provenance": stamped(),
             "runs": runs,
             "leaderboard": leaderboard,
         }
@@ -316,6 +321,7 @@ def compare_optimizers(
         status[spec.name] = "finished"
         save(None)
     board = leaderboard(root, task_obj.name, names, seed_list, {s.name: s for s in specs}, results)
+    board["provenance"] = stamped()
     _write_json(root / LEADERBOARD_JSON, board)
     write_csv(root / LEADERBOARD_CSV, board["rows"])
     save(LEADERBOARD_JSON)

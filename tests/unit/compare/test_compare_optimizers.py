@@ -87,7 +87,10 @@ def test_three_optimizers_write_the_three_files_with_the_runs_numbers(task: Path
     assert cfg["format"] == "promptopt.compare/1" and cfg["leaderboard"] == "leaderboard.json"
     assert cfg["settings"]["optimizers"] == OPTIMIZERS and cfg["settings"]["budget"]["max_calls"] == 60
     assert cfg["settings"]["model"] == cfg["settings"]["proposer"] == "fake:toy"
-    assert {"promptopt", "commit", "command", "python"} <= set(cfg["provenance"])
+    assert {"promptopt", "commit", "command", "python", "versions"} <= set(cfg["provenance"])
+    saved = json.loads((out / "leaderboard.json").read_text())
+    assert saved["provenance"]["commit"] == cfg["provenance"]["commit"]  # the leaderboard says what made it
+    assert saved["provenance"]["versions"]["python"] == cfg["provenance"]["python"]
     assert [(r["optimizer"], r["run_dir"], r["status"]) for r in cfg["runs"]] == [
         (n, f"runs/{n}-seed0", "finished") for n in OPTIMIZERS
     ]
