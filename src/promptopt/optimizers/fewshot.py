@@ -31,12 +31,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal, get_args
 
-from promptopt.core.candidate import DEMO_FORMATS, SEARCHED_DEMO_FORMATS, DemoFormat, Prompt
+from promptopt.core.candidate import SEARCHED_DEMO_FORMATS, DemoFormat, Prompt
 from promptopt.core.data import Example
 from promptopt.core.exceptions import ConfigError
-from promptopt.core.sampling import STRATEGIES, Strategy
+from promptopt.core.sampling import Strategy
 from promptopt.optimizers.base import Optimizer, register_optimizer
-from promptopt.optimizers.config import is_one_of
 from promptopt.optimizers.ics import TupleSettingsMixin
 from promptopt.optimizers.planning import affordable, race_confirmations, race_worst_case
 from promptopt.optimizers.racing import Race, RaceTotals, RacingConfig, incumbents_of, race_trials
@@ -102,7 +101,7 @@ class FewShotOptimizer(TupleSettingsMixin, Optimizer):
         self.teacher: Prompt | None = None
         self.given_up = False
         self.racing = RaceTotals()
-        self.formats = _demo_formats(c)
+        self.formats = c.demo_formats
         self.notes = ()
         if not self.sizes:  # dev too small to race on: every affordable candidate goes straight to full dev
             if chosen := affordable(self.queue, ctx.calls_left(), lambda _: len(dev), lambda _: 0):
@@ -129,15 +128,14 @@ class FewShotOptimizer(TupleSettingsMixin, Optimizer):
         c, train = self.config, list(task.train)
         seed = task.seed_prompt()
         ks = list(dict.fromkeys(min(k, len(train)) for k in c.shots))
-        selections = [s for s in c.selections if is_one_of(s, STRATEGIES)]  # all: FewShotConfig checked them
-        order: list[tuple[int, Strategy, int]] = [(k, s, 0) for k in ks for s in selections]
-        if "random" in selections:
+        order: list[tuple[int, Strategy, int]] = [(k, s, 0) for k in ks for s in c.selections]
+        if "random" in c.selections:
             order += [(k, "random", d) for d in range(1, c.n_draws) for k in ks]
         out: list[Prompt] = []
         for k, selection, draw in order:
             base = self._select(seed, train, selection, k, draw)
             label = f"labeled {selection} k={k}" + (f" draw {draw}" if draw else "")
-            out += [self._candidate(base, fmt, label) for fmt in _demo_formats(c)]
+            out += [self._candidate(base, fmt, label) for fmt in c.demo_formats]
         return _unique(out)
 
     def _select(self, seed: Prompt, train: list[Example], selection: Strategy, k: int, draw: int) -> Prompt:
@@ -290,8 +288,3 @@ def _mean(scores: dict[str, float]) -> float:
 
 def _unique(prompts: Sequence[Prompt]) -> list[Prompt]:
     return list({p.id: p for p in prompts}.values())
-
-
-def _demo_formats(config: FewShotConfig) -> tuple[DemoFormat, ...]:
-    """The configured demo formats, in order (FewShotConfig checked them)."""
-    return tuple(f for f in config.demo_formats if is_one_of(f, DEMO_FORMATS))

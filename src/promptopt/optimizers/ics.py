@@ -22,11 +22,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from promptopt.core.candidate import DEMO_FORMATS, SEARCHED_DEMO_FORMATS, DemoFormat, Prompt
+from promptopt.core.candidate import SEARCHED_DEMO_FORMATS, DemoFormat, Prompt
 from promptopt.core.exceptions import ConfigError
 from promptopt.core.sampling import AGGREGATIONS, STRATEGIES, Aggregation, Strategy
 from promptopt.optimizers.base import Optimizer, register_optimizer
-from promptopt.optimizers.config import OptimizerConfig, is_one_of
+from promptopt.optimizers.config import OptimizerConfig
 from promptopt.optimizers.planning import affordable, eval_cost, subprompts, top_confirmation_cost
 from promptopt.prompts.formats import Robust, format_variants, robust_score
 from promptopt.prompts.ics import make_ics_prompt
@@ -85,21 +85,14 @@ class ICSOptimizer(TupleSettingsMixin, Optimizer):
         self.ctx, c = ctx, self.config
         dev = list(ctx.task.dev)
         self.minibatch = tuple(ctx.rng.sample(dev, c.minibatch_size)) if len(dev) > c.minibatch_size else tuple(dev)
-        # the configured choices (ICSConfig checked them), typed as the Literals make_ics_prompt and Prompt take
-        strategies = [s for s in c.strategies if is_one_of(s, STRATEGIES)]
-        demo_formats = [f for f in c.demo_formats if is_one_of(f, DEMO_FORMATS)]
-        aggregations = [
-            a
-            for a in c.aggregations
-            if is_one_of(a, AGGREGATIONS) and (a == "vote" or ctx.evaluator.resolved_mode == "score")
-        ]
+        aggregations = [a for a in c.aggregations if a == "vote" or ctx.evaluator.resolved_mode == "score"]
         if not aggregations:
             raise ConfigError("aggregation 'confidence' needs label scoring; add 'vote'.", field="aggregations")
         seed_prompt = ctx.task.seed_prompt()
-        combos = sorted(itertools.product(c.ks, c.shots, strategies, aggregations), key=lambda x: (x[0] * x[1], x[0]))
+        combos = sorted(itertools.product(c.ks, c.shots, c.strategies, aggregations), key=lambda x: (x[0] * x[1], x[0]))
         self.candidates: list[Prompt] = []
         seen: set[str] = set()
-        for (k, shots, strategy, aggregation), demo_format in itertools.product(combos, demo_formats):
+        for (k, shots, strategy, aggregation), demo_format in itertools.product(combos, c.demo_formats):
             if k == 1 and aggregation != aggregations[0]:
                 continue  # one sub-prompt: nothing to aggregate
             p = make_ics_prompt(
