@@ -25,7 +25,7 @@ import re
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal
 
 from promptopt.core.candidate import Prompt
 from promptopt.core.exceptions import ConfigError
@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 Casing = Literal["original", "upper", "lower", "title"]
 Robust = Literal["none", "mean", "worst"]
 """The ``robust`` objective of optimizers over per-format scores (:func:`robust_score`)."""
-ROBUST_OBJECTIVES: tuple[str, ...] = get_args(Robust)
 SEPARATORS = (": ", " : ", ":: ", " - ", " = ", ":\n", " -> ", ":  ")
 CASINGS: tuple[Casing, ...] = ("original", "upper", "lower", "title")
 FIELD_JOINS = ("\n", " ", " | ", "; ", "\n\n")
