@@ -21,13 +21,13 @@ reads it.
 ``out/leaderboard.json`` (``format: "promptopt.leaderboard/1"``): ``task``, ``metric``, ``n_test``, ``seeds``,
 ``leader``, ``provenance`` (as in compare.json) and ``rows``, best first. A row is one optimizer: ``rank``,
 ``optimizer``, ``n_seeds``, ``test_mean`` (mean over seeds of the best prompt's test mean), ``test_sd``/``test_min``/
-``test_max`` (spread over seeds, sd 0 for one seed), ``test_ci_low``/``test_ci_high``/``ci_method`` (95% CI over the test examples of the per-example score
-averaged over seeds: for one seed exactly the run's result), ``vs_seed`` and ``vs_leader`` (paired comparisons on
-the same test examples, as :meth:`promptopt.core.stats.PairedComparison.to_dict`: ``diff``, ``ci_low``,
-``ci_high``, ``p_value``, ``method`` — Newcombe + exact McNemar for 0/1 scores, else the bootstrap; ``vs_leader``
-is null for the leader), ``calls``, ``search_calls``, ``tokens``, ``cost``, ``seconds`` (means over seeds) and
-``runs`` (per seed: ``seed``, ``run_dir``, ``test_mean``, ``test_ci_low``, ``test_ci_high``, ``vs_seed``,
-``improved``, ``best_prompt_id``, ``calls``, ``tokens``, ``cost``, ``seconds``).
+``test_max`` (spread over seeds, sd 0 for one seed), ``test_ci_low``/``test_ci_high``/``ci_method`` (95% CI over the
+test examples of the per-example score averaged over seeds: for one seed exactly the run's result), ``vs_seed`` and
+``vs_leader`` (paired comparisons on the same test examples, as :meth:`promptopt.core.stats.PairedComparison.to_dict`:
+``diff``, ``ci_low``, ``ci_high``, ``p_value``, ``method`` — Newcombe + exact McNemar for 0/1 scores, else the
+bootstrap; ``vs_leader`` is null for the leader), ``calls``, ``search_calls``, ``tokens``, ``cost``, ``seconds`` (means
+over seeds) and ``runs`` (per seed: ``seed``, ``run_dir``, ``test_mean``, ``test_ci_low``, ``test_ci_high``,
+``vs_seed``, ``improved``, ``best_prompt_id``, ``calls``, ``tokens``, ``cost``, ``seconds``).
 
 ``out/leaderboard.csv``: the rows flattened (:data:`CSV_COLUMNS`).
 
