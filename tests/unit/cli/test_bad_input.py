@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from test_cli import TASK_YAML, run, write_task
+from tests.unit.cli.test_cli import TASK_YAML, run, write_task
 
 Setup = Callable[[Path], list[str]]
 DATA = "data:\n  file: data.jsonl\n  splits: {train: 4, dev: 4, test: 4}"

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from test_cli import TASK_YAML, run, write_task
+from tests.unit.cli.test_cli import TASK_YAML, run, write_task
 
 import promptopt
 from promptopt.core.exceptions import ConfigError, TooManyErrors
