@@ -1,6 +1,6 @@
 """The optimizer contract (promptopt.testing.contracts) for every registered optimizer: seeded determinism, the call
 budget, resume, history records, export. A newly registered optimizer is tested by registering it: it gets
-``contracts.default_case``'s generic toy setting until it is given its own there."""
+``contract_cases.default_case``'s generic toy setting until it is given its own there."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 import promptopt
 from promptopt.optimizers import Optimizer
 from promptopt.run.context import RunContext, RunState
-from promptopt.testing import contracts, make_toy_task, toy_model
+from promptopt.testing import contract_cases, contracts, make_toy_task, toy_model
 
 EXTRA_CASES = ("auto-trainable",)
 """Cases beyond one per registered optimizer: ``auto`` on a trainable model, so that its soft-prompt stage runs."""
@@ -40,7 +40,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Refer
 
     def get(name: str) -> Reference:
         if name not in done:
-            case = contracts.default_case(name, root / "cases")
+            case = contract_cases.default_case(name, root / "cases")
             for module in case.requires:
                 pytest.importorskip(module)
             done[name] = case, root / name, contracts.reference_run(case, root / name)
