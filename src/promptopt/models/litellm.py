@@ -12,6 +12,11 @@ endpoint (so two clients of one model cannot together exceed its limit): each bu
 worth of its rate, so requests go out smoothly instead of in bursts that the provider would answer with
 429s. A request's tokens are estimated before it is sent (prompt characters / 4 + ``max_tokens``) and
 corrected with the usage the provider reports.
+
+``api_base`` may be a list: the endpoints share the load, a failing one is cooled down and its requests fail
+over to the others, and each keeps its own rate limits (:mod:`.endpoints`). Given the served model's
+``tokenizer``, the model can score labels through the server's ``/v1/completions`` (:mod:`.litellm_score`); a
+server that cannot is detected once and the run falls back to generation with a one-line notice.
 """
 
 from __future__ import annotations
@@ -21,15 +26,17 @@ import functools
 import logging
 import os
 import random
+import sys
 import threading
-import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 from promptopt.core._imports import require
 from promptopt.core.exceptions import ConfigError
 from promptopt.models.base import Capabilities, Completion, GenerationRequest, ScoreRequest, Scores
+from promptopt.models.endpoints import Endpoint, EndpointPool, api_bases, forget_buckets, shared_bucket
+from promptopt.models.litellm_score import ChatRenderer, post_json, score_all
 
 _RESERVED = frozenset(
     {"model", "messages", "max_tokens", "temperature", "stop", "seed", "timeout", "api_base", "api_key",
@@ -38,6 +45,7 @@ _RESERVED = frozenset(
 _MAX_DELAY = 60.0
 _LITELLM_LOGGERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy")
 
+T = TypeVar("T")
 _loop: asyncio.AbstractEventLoop | None = None
 _loop_lock = threading.Lock()
 
@@ -68,72 +76,13 @@ def _background_loop() -> asyncio.AbstractEventLoop:
 
 def _forget_loop() -> None:
     """In a forked child the loop's thread does not exist: start a new one when needed."""
-    global _loop, _loop_lock, _buckets_lock
+    global _loop, _loop_lock
     _loop, _loop_lock = None, threading.Lock()
-    _buckets_lock = threading.Lock()
-    _buckets.clear()  # their asyncio locks belonged to the parent's loop
+    forget_buckets()  # their asyncio locks belonged to the parent's loop
 
 
 if hasattr(os, "register_at_fork"):  # not on Windows
     os.register_at_fork(after_in_child=_forget_loop)
-
-
-class TokenBucket:
-    """Async token bucket: ``rate_per_minute`` tokens per minute, holding at most ``capacity`` (default: one
-    second's worth, at least 1). Waiters are served in arrival order; a request for more than the capacity
-    waits for a full bucket and leaves it in debt."""
-
-    def __init__(
-        self,
-        rate_per_minute: float,
-        *,
-        capacity: float | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    ) -> None:
-        if rate_per_minute <= 0:
-            raise ValueError(f"rate must be > 0 per minute, got {rate_per_minute}")
-        self.rate = rate_per_minute / 60.0  # per second
-        self.capacity = capacity if capacity is not None else max(1.0, self.rate)
-        self._clock, self._sleep = clock, sleep
-        self._tokens = self.capacity
-        self._stamp = clock()
-        self._lock: asyncio.Lock | None = None
-
-    def _refill(self) -> None:
-        now = self._clock()
-        self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
-        self._stamp = now
-
-    async def acquire(self, amount: float = 1.0) -> None:
-        """Wait until ``amount`` tokens are available and take them."""
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:
-            need = min(amount, self.capacity)
-            self._refill()
-            while self._tokens < need:
-                await self._sleep((need - self._tokens) / self.rate)
-                self._refill()
-            self._tokens -= amount
-
-    def adjust(self, amount: float) -> None:
-        """Give back (positive) or take (negative) tokens after the fact, e.g. when usage is known."""
-        self._refill()
-        self._tokens = min(self.capacity, self._tokens + amount)
-
-
-_buckets: dict[tuple[str, str | None, str, float], TokenBucket] = {}
-_buckets_lock = threading.Lock()
-
-
-def _bucket(model: str, api_base: str | None, kind: str, rate: float) -> TokenBucket:
-    """The bucket shared by every LiteLLMModel of ``model`` at ``api_base`` with this limit."""
-    with _buckets_lock:
-        key = (model, api_base, kind, rate)
-        if key not in _buckets:
-            _buckets[key] = TokenBucket(rate)
-        return _buckets[key]
 
 
 def _estimate_tokens(request: GenerationRequest) -> int:
@@ -190,21 +139,24 @@ def _check_credentials(litellm: ModuleType, model: str, api_key: str | None, api
 
 
 class LiteLLMModel:
-    """A chat model reached through litellm; cannot score continuations.
+    """A chat model reached through litellm; scores labels over ``/v1/completions`` when given ``tokenizer``.
 
     ``max_concurrency`` bounds the requests in flight per :meth:`generate` call; ``rpm`` and ``tpm``
     (requests / tokens per minute, None: unlimited) pace them for every instance of this model and
     endpoint. ``timeout`` is per attempt, in seconds; ``max_retries`` counts retries after the first
     attempt and ``backoff`` is the first retry delay (doubled each time, with jitter). ``extra`` holds
     further ``litellm.acompletion`` arguments (e.g. ``top_p``, ``extra_headers``). ``api_base`` and
-    ``api_key`` are not part of :attr:`name` and the key is never logged.
+    ``api_key`` are not part of :attr:`name` (so cached answers do not depend on the endpoint that gave them) and
+    the key is never logged. ``api_base`` may list several endpoints (``allowed_fails`` failures in a row cool one
+    down for ``cooldown`` seconds). ``tokenizer`` (path or hub id of the served model's tokenizer) enables label
+    scoring, ``score_batch`` prompts (request × label) per completions request.
     """
 
     def __init__(
         self,
         model: str,
         *,
-        api_base: str | None = None,
+        api_base: str | Sequence[str] | None = None,
         api_key: str | None = None,
         max_concurrency: int = 8,
         max_retries: int = 4,
@@ -213,6 +165,10 @@ class LiteLLMModel:
         rpm: float | None = None,
         tpm: float | None = None,
         extra: Mapping[str, Any] | None = None,
+        tokenizer: str | None = None,
+        score_batch: int = 64,
+        allowed_fails: int = 3,
+        cooldown: float = 30.0,
     ) -> None:
         for limit, label in ((rpm, "rpm"), (tpm, "tpm")):
             if limit is not None and limit <= 0:
@@ -225,6 +181,15 @@ class LiteLLMModel:
             raise ConfigError(f"timeout must be > 0 seconds, got {timeout}", field="timeout")
         if backoff < 0:
             raise ConfigError(f"backoff must be >= 0 seconds, got {backoff}", field="backoff")
+        for count, label in ((score_batch, "score_batch"), (allowed_fails, "allowed_fails")):
+            if count < 1:
+                raise ConfigError(f"{label} must be >= 1, got {count}", field=label)
+        if cooldown < 0:
+            raise ConfigError(f"cooldown must be >= 0 seconds, got {cooldown}", field="cooldown")
+        try:
+            bases = api_bases(api_base)
+        except ValueError as exc:
+            raise ConfigError(str(exc), field="api_base") from None
         reserved = sorted(_RESERVED.intersection(extra or {}))
         if reserved:
             raise ConfigError(
@@ -233,7 +198,7 @@ class LiteLLMModel:
             )
         litellm = _load_litellm()
         try:
-            litellm.get_llm_provider(model, api_base=api_base)
+            served, _, env_key, _ = litellm.get_llm_provider(model, api_base=bases[0])
         except Exception as exc:
             raise ConfigError(
                 f"litellm cannot route model spec 'litellm:{model}' (no known provider). Write it as "
@@ -242,7 +207,7 @@ class LiteLLMModel:
                 "OpenAI-compatible server.",
                 field="model",
             ) from exc
-        _check_credentials(litellm, model, api_key, api_base)
+        _check_credentials(litellm, model, api_key, bases[0])
         try:
             info = litellm.get_model_info(model)
         except Exception:  # not in litellm's price map: cost 0.0, context unknown
@@ -250,19 +215,34 @@ class LiteLLMModel:
         self._model = model
         self._priced = info is not None
         self._max_context = info.get("max_input_tokens") if info else None
-        self._api_base = api_base
+        self._served = served  # the model name the server knows (no provider prefix)
         self._api_key = api_key
+        self._score_key = api_key or env_key or os.environ.get("OPENAI_API_KEY")
         self._max_concurrency = max_concurrency
         self._max_retries = max_retries
         self._timeout = timeout
         self._backoff = backoff
         self._extra = dict(extra or {})
         self._random = random.Random()
-        self._rpm = _bucket(model, api_base, "requests", rpm) if rpm is not None else None
-        self._tpm = _bucket(model, api_base, "tokens", tpm) if tpm is not None else None
+        self._pool = EndpointPool(
+            [
+                Endpoint(
+                    base,
+                    rpm=shared_bucket(model, base, "requests", rpm) if rpm is not None else None,
+                    tpm=shared_bucket(model, base, "tokens", tpm) if tpm is not None else None,
+                )
+                for base in bases
+            ],
+            allowed_fails=allowed_fails,
+            cooldown=cooldown,
+        )
+        self._renderer = ChatRenderer(tokenizer) if tokenizer is not None else None
+        self._score_batch = score_batch
+        self._can_score: bool | None = None if tokenizer is not None else False
 
     def __repr__(self) -> str:
-        base = f", api_base={self._api_base!r}" if self._api_base else ""
+        bases = [e.api_base for e in self._pool.endpoints]
+        base = f", api_base={bases[0] if len(bases) == 1 else bases!r}" if bases != [None] else ""
         return f"LiteLLMModel({self._model!r}{base})"
 
     @property
@@ -271,7 +251,7 @@ class LiteLLMModel:
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(score=False, max_context=self._max_context, streams_results=True)
+        return Capabilities(score=self._scores_labels(), max_context=self._max_context, streams_results=True)
 
     def generate(
         self, requests: Sequence[GenerationRequest], *, on_result: Callable[[int, Completion], None] | None = None
@@ -283,18 +263,52 @@ class LiteLLMModel:
         """
         if not requests:
             return []
-        future = asyncio.run_coroutine_threadsafe(self._generate_all(requests, on_result), _background_loop())
+        return self._run(self._generate_all(requests, on_result))
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[Scores]:
+        """Log-likelihood of each label as the reply, from the server's ``/v1/completions`` (needs ``tokenizer``)."""
+        if self._renderer is None or not self._scores_labels():
+            raise NotImplementedError(
+                f"{self.name} cannot score continuations: chat APIs do not return the log-likelihood of a given "
+                "reply. Pass the served model's tokenizer=... to score labels through an OpenAI-compatible "
+                "server's /v1/completions, use a generation-based metric, or an in-process model (smollm2, hf:...)."
+            )
+        if not requests:
+            return []
+        prompts = [self._renderer.render(r.messages) for r in requests]
+        return self._run(self._score_all(requests, prompts, self._score_batch))
+
+    async def _score_all(self, requests: Sequence[ScoreRequest], prompts: list[str], batch: int) -> list[Scores]:
+        semaphore = asyncio.Semaphore(self._max_concurrency)  # bounds the completions requests in flight
+
+        async def attempts(send: Callable[[Endpoint], Awaitable[Any]], tokens: int) -> tuple[Any, str | None]:
+            return await self._attempts(send, tokens, semaphore)
+
+        return await score_all(requests, prompts, attempts=attempts, post=self._post, model=self._served,
+                               score_batch=batch)  # fmt: skip
+
+    def _scores_labels(self) -> bool:
+        """Whether label scoring works here: probed once (one echoed prompt) the first time it is asked."""
+        if self._can_score is None:
+            probe = ScoreRequest(messages=(), continuations=("ok",))
+            (result,) = self._run(self._score_all([probe], ["Hello"], 1))
+            self._can_score = result.error is None
+            if result.error is not None:
+                print(f"{self._pool.describe()} cannot score labels ({result.error}); generating instead",
+                      file=sys.stderr, flush=True)  # fmt: skip
+        return self._can_score
+
+    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run ``coroutine`` on the background loop and wait for it (cancelled if the wait is interrupted)."""
+        future = asyncio.run_coroutine_threadsafe(coroutine, _background_loop())
         try:
             return future.result()
         except BaseException:  # e.g. KeyboardInterrupt: stop the batch instead of leaving it running
             future.cancel()
             raise
 
-    def score(self, requests: Sequence[ScoreRequest]) -> list[Scores]:
-        raise NotImplementedError(
-            f"{self.name} cannot score continuations: litellm chat APIs do not return the log-likelihood of "
-            "a given reply. Use a generation-based metric, or an in-process model (smollm2, hf:...)."
-        )
+    async def _post(self, api_base: str | None, body: dict[str, Any]) -> dict[str, Any]:
+        return await post_json(api_base, body, api_key=self._score_key, timeout=self._timeout)
 
     async def _generate_all(
         self, requests: Sequence[GenerationRequest], on_result: Callable[[int, Completion], None] | None
@@ -312,36 +326,50 @@ class LiteLLMModel:
     async def _generate_one(self, request: GenerationRequest, semaphore: asyncio.Semaphore) -> Completion:
         kwargs = self._call_kwargs(request)
         estimate = _estimate_tokens(request)
+
+        async def send(endpoint: Endpoint) -> Completion:
+            base = {"api_base": endpoint.api_base} if endpoint.api_base is not None else {}
+            response = await _load_litellm().acompletion(**kwargs, **base)
+            completion = self._completion(response, request)
+            if endpoint.tpm is not None and completion.prompt_tokens + completion.completion_tokens:
+                endpoint.tpm.adjust(estimate - completion.prompt_tokens - completion.completion_tokens)
+            return completion
+
+        completion, error = await self._attempts(send, estimate, semaphore)
+        return completion if completion is not None else Completion(error=error)
+
+    async def _attempts(
+        self, send: Callable[[Endpoint], Awaitable[T]], tokens: int, semaphore: asyncio.Semaphore | None = None
+    ) -> tuple[T | None, str | None]:
+        """``send(endpoint)`` with retries (each attempt on the endpoint the pool picks, paced by its limits):
+        (result, None), or (None, the last error described)."""
+        semaphore = semaphore or asyncio.Semaphore(self._max_concurrency)
         attempt = 0
         while True:
-            try:
-                async with semaphore:
-                    await self._pace(estimate)
+            async with semaphore:
+                endpoint = self._pool.pick()
+                try:
+                    await endpoint.pace(tokens)
                     # litellm enforces ``timeout``; wait_for is a backstop for providers that ignore it.
-                    response = await asyncio.wait_for(_load_litellm().acompletion(**kwargs), self._timeout + 5)
-            except Exception as exc:
-                if attempt >= self._max_retries or not _retryable(exc):
-                    return Completion(error=self._describe(exc, attempt + 1))
-                await asyncio.sleep(self._retry_delay(attempt, exc))  # semaphore released meanwhile
-                attempt += 1
-                continue
-            completion = self._completion(response, request)
-            if self._tpm is not None and completion.prompt_tokens + completion.completion_tokens:
-                self._tpm.adjust(estimate - completion.prompt_tokens - completion.completion_tokens)
-            return completion
+                    result = await asyncio.wait_for(send(endpoint), self._timeout + 5)
+                except Exception as exc:
+                    failure: Exception | None = exc
+                else:
+                    failure = None
+                failover = self._pool.done(endpoint, failure, failure is not None and _retryable(failure))
+            if failure is None:
+                return result, None
+            if attempt >= self._max_retries or not _retryable(failure):
+                return None, self._describe(failure, attempt + 1)
+            if not failover:  # no other endpoint to try at once: back off (semaphore released meanwhile)
+                await asyncio.sleep(self._retry_delay(attempt, failure))
+            attempt += 1
 
     def _retry_delay(self, attempt: int, exc: BaseException) -> float:
         """Seconds before retry ``attempt + 1``: exponential backoff with jitter, at least what the provider's
         Retry-After asks (both capped at a minute)."""
         delay = min(self._backoff * 2**attempt, _MAX_DELAY)
         return max(self._random.uniform(delay / 2, delay), min(_retry_after(exc), _MAX_DELAY))
-
-    async def _pace(self, tokens: int) -> None:
-        """Wait for the request and token rate limits (every attempt counts against them)."""
-        if self._rpm is not None:
-            await self._rpm.acquire()
-        if self._tpm is not None:
-            await self._tpm.acquire(tokens)
 
     def _call_kwargs(self, request: GenerationRequest) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"drop_params": True, **self._extra}  # drop what a provider cannot take
@@ -357,8 +385,6 @@ class LiteLLMModel:
             kwargs["stop"] = list(request.stop)
         if request.temperature > 0:
             kwargs["seed"] = request.sample
-        if self._api_base is not None:
-            kwargs["api_base"] = self._api_base
         if self._api_key is not None:
             kwargs["api_key"] = self._api_key
         return kwargs

@@ -284,7 +284,7 @@ class FakeClock:
 
 
 def test_token_bucket_paces_to_its_rate() -> None:
-    from promptopt.models.litellm import TokenBucket
+    from promptopt.models.endpoints import TokenBucket
 
     clock = FakeClock()
     bucket = TokenBucket(60, clock=clock, sleep=clock.sleep)  # 1 per second, holds 1
@@ -312,11 +312,12 @@ def test_rpm_limit_is_shared_by_instances_of_one_model(monkeypatch: pytest.Monke
     with OpenAIServer() as srv:
         a = model_for(srv, spec="litellm:openai/rate-limited-model", rpm=480)  # 8 per second, 8 at once
         b = model_for(srv, spec="litellm:openai/rate-limited-model", rpm=480)
-        assert a._rpm is b._rpm and a._rpm is not None
+        bucket = a._pool.endpoints[0].rpm
+        assert bucket is not None and bucket is b._pool.endpoints[0].rpm
         clock = FakeClock()  # the shared bucket waits in simulated time
-        monkeypatch.setattr(a._rpm, "_clock", clock)
-        monkeypatch.setattr(a._rpm, "_sleep", clock.sleep)
-        a._rpm._stamp = clock()
+        monkeypatch.setattr(bucket, "_clock", clock)
+        monkeypatch.setattr(bucket, "_sleep", clock.sleep)
+        bucket._stamp = clock()
         out = a.generate([req(f"q {i}") for i in range(15)]) + b.generate([req(f"r {i}") for i in range(15)])
     assert all(c.error is None for c in out)
     assert clock.now == 2.75  # 30 requests: 8 at once, then 22 more at 8 per second (exact in binary)
@@ -325,9 +326,10 @@ def test_rpm_limit_is_shared_by_instances_of_one_model(monkeypatch: pytest.Monke
 def test_tpm_limit_corrects_its_estimate_with_reported_usage(monkeypatch: pytest.MonkeyPatch) -> None:
     with OpenAIServer() as srv:
         model = model_for(srv, spec="litellm:openai/tpm-model", tpm=6000)
-        assert model._tpm is not None and model._tpm.capacity == 100
+        bucket = model._pool.endpoints[0].tpm
+        assert bucket is not None and bucket.capacity == 100
         taken, returned = [], []
-        acquire, adjust = model._tpm.acquire, model._tpm.adjust
+        acquire, adjust = bucket.acquire, bucket.adjust
 
         async def spy_acquire(amount: float = 1.0) -> None:
             taken.append(amount)
@@ -337,8 +339,8 @@ def test_tpm_limit_corrects_its_estimate_with_reported_usage(monkeypatch: pytest
             returned.append(amount)
             adjust(amount)
 
-        monkeypatch.setattr(model._tpm, "acquire", spy_acquire)
-        monkeypatch.setattr(model._tpm, "adjust", spy_adjust)
+        monkeypatch.setattr(bucket, "acquire", spy_acquire)
+        monkeypatch.setattr(bucket, "adjust", spy_adjust)
         (out,) = model.generate([req("hello there", max_tokens=50)])
     assert out.error is None
     used = out.prompt_tokens + out.completion_tokens
