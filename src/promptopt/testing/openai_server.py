@@ -155,8 +155,11 @@ class OpenAIServer:
 
     Fault settings are plain attributes and may be changed while the server runs. ``api_key``, when
     given, is required as a bearer token (401 otherwise). ``max_in_flight`` is the most requests that
-    were being handled at once.
+    were being handled at once. A subclass serves more paths by extending :attr:`paths`, :meth:`_invalid` and
+    :meth:`_payload` (:mod:`promptopt.testing.openai_completions`).
     """
+
+    paths: tuple[str, ...] = CHAT_PATHS
 
     def __init__(
         self,
@@ -262,26 +265,26 @@ class OpenAIServer:
         entry.fault = self.fault_rates.draw(entry.key, attempt) if self.fault_rates is not None else None
         reply: _Reply | None = None
         try:
-            reply = self._respond(number, entry.fault, body, headers)
+            reply = self._respond(number, entry.fault, path, body, headers)
             return reply
         finally:
             self._end(entry, None if self._stopping.is_set() else reply)
 
-    def _respond(self, number: int, injected: str | None, body: dict[str, Any], headers: dict[str, str]) -> _Reply:
+    def _respond(
+        self, number: int, injected: str | None, path: str, body: dict[str, Any], headers: dict[str, str]
+    ) -> _Reply:
         if self.api_key is not None and headers.get("authorization") != f"Bearer {self.api_key}":
             return _Reply(401, _error(401, "Incorrect API key provided."))
-        messages = body.get("messages")
-        if not isinstance(messages, list):
-            return _Reply(400, _error(400, "'messages' must be a list"))
-        if body.get("stream"):
-            return _Reply(400, _error(400, "this test server does not support streaming"))
+        problem = self._invalid(path, body)
+        if problem is not None:
+            return _Reply(400, _error(400, problem))
         if self.hang:
             self._stopping.wait()
         elif self.latency > 0 or injected == "timeout":
             self._stopping.wait(self.fault_rates.slow if injected == "timeout" and self.fault_rates else self.latency)
         if self._stopping.is_set():
             return _Reply(503, _error(503, "server stopped"))
-        params = {k: v for k, v in body.items() if k != "messages"}
+        messages, params = body.get("messages") or [], {k: v for k, v in body.items() if k != "messages"}
         failure = self.fail_status if number <= self.fail_first else None
         if failure is None and self.fault is not None:
             failure = self.fault(messages, params)
@@ -293,6 +296,19 @@ class OpenAIServer:
             return _Reply(429, _error(429, f"injected rate limit on request {number}"), injected, retry)
         if injected == "server_error":
             return _Reply(500, _error(500, f"injected server error on request {number}"), injected)
+        return self._payload(number, path, body, injected)
+
+    def _invalid(self, path: str, body: dict[str, Any]) -> str | None:
+        """Why ``body`` is a bad request to ``path`` (answered 400), or None."""
+        if not isinstance(body.get("messages"), list):
+            return "'messages' must be a list"
+        if body.get("stream"):
+            return "this test server does not support streaming"
+        return None
+
+    def _payload(self, number: int, path: str, body: dict[str, Any], injected: str | None) -> _Reply:
+        """The answer to a valid request that gets no injected failure (a chat completion)."""
+        messages, params = body["messages"], {k: v for k, v in body.items() if k != "messages"}
         try:
             raw = self.responder(messages, params)
         except Exception as exc:
@@ -347,7 +363,7 @@ def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
             except ValueError:
                 self._send(400, _error(400, "request body is not valid JSON"))
                 return
-            if path not in CHAT_PATHS:
+            if path not in server.paths:
                 self._send(404, _error(404, f"unknown path {path!r}; use {CHAT_PATHS[0]}"))
                 return
             if not isinstance(body, dict):
