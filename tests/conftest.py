@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,20 @@ def smollm2(smollm2_dir: Path) -> Model:
     from promptopt.models.hf import load_smollm2
 
     return load_smollm2(cache_dir=smollm2_dir, dtype="float32")
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[str]:
+    """One throwaway PostgreSQL server for the whole test run (promptopt.testing.postgres); a skip without
+    PostgreSQL, a failure in CI."""
+    from promptopt.testing.postgres import require_postgres
+
+    yield from require_postgres()
+
+
+@pytest.fixture
+def postgres_url(postgres_server_url: str) -> str:
+    """A fresh database on the session's PostgreSQL server."""
+    from promptopt.testing.postgres import fresh_database
+
+    return fresh_database(postgres_server_url)

@@ -96,7 +96,10 @@ FormatSeed = Annotated[int, typer.Option("--seed", help="Seed of the format samp
 ShowErrors = Annotated[int, typer.Option("--show-errors", help="Print up to N wrong or failed examples.")]
 
 # -- model calls ------------------------------------------------------------------------------------------------------
-CachePath = Annotated[Path | None, typer.Option("--cache", help="Response cache file (default ~/.cache/promptopt).")]
+CachePath = Annotated[
+    str | None,
+    typer.Option("--cache", help="Response cache file (default ~/.cache/promptopt), or a postgresql:// URL (shared)."),
+]
 """Unset: the API's ``cache`` default (``True``, the default cache file) — a path option cannot hold ``True``."""
 NoCache = Annotated[bool, typer.Option("--no-cache", help="Do not read or write the response cache.")]
 BatchSize = Annotated[int, typer.Option("--batch-size", help="Requests per model batch.")]

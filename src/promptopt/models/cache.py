@@ -37,6 +37,11 @@ def default_cache_path() -> Path:
     return promptopt_home() / "responses.sqlite"
 
 
+def is_postgres_url(spec: object) -> bool:
+    """Whether ``spec`` is a PostgreSQL URL (``postgresql://``, ``postgresql+psycopg://``, ``postgres://``)."""
+    return isinstance(spec, str) and spec.split(":", 1)[0].split("+", 1)[0] in ("postgresql", "postgres")
+
+
 def request_key(model_name: str, request_key: Mapping[str, Any]) -> str:
     payload = json.dumps({"model": model_name, **request_key}, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(payload.encode()).hexdigest()
@@ -89,6 +94,21 @@ class ResponseCache:
             self._conn.executemany("INSERT OR REPLACE INTO responses (key, value) VALUES (?, ?)", rows)
             self._conn.commit()
 
+    def claim(self, keys: Iterable[str]) -> tuple[set[str], dict[str, dict[str, Any]]]:
+        """Claim missing keys before calling the model for them: (keys to answer, answers found meanwhile).
+
+        A SQLite cache is one machine's: it claims every key, so two processes asking the same request at the
+        same instant may both pay for it. The PostgreSQL cache (:mod:`promptopt.models.cache_pg`) holds real
+        claims, so workers sharing it never do."""
+        return set(keys), {}
+
+    def release(self, keys: Iterable[str]) -> None:
+        """Give up the claims on ``keys`` (answered and stored, or failed)."""
+
+    def wait(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Wait for keys another process claimed (none here: :meth:`claim` claims them all)."""
+        return {}
+
     def __len__(self) -> int:
         with self._lock:
             return int(self._conn.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
@@ -99,7 +119,8 @@ class ResponseCache:
 
 
 def open_cache(cache: ResponseCache | str | Path | bool) -> ResponseCache | None:
-    """``True`` → the default cache file, ``False`` → none, a path → that file, or a cache as is.
+    """``True`` → the default cache file, ``False`` → none, a path → that file, a ``postgresql://`` URL → that
+    database (:class:`~promptopt.models.cache_pg.PostgresResponseCache`, shared by workers), or a cache as is.
 
     A path that cannot hold the cache (a directory, an unwritable place, a file that is not SQLite) is a
     :class:`ConfigError` naming it.
@@ -108,6 +129,8 @@ def open_cache(cache: ResponseCache | str | Path | bool) -> ResponseCache | None
         return cache
     if cache is False:
         return None
+    if is_postgres_url(cache):
+        return _open_postgres(str(cache))
     path = default_cache_path() if cache is True else Path(cache)
     where = " (the default cache; set PROMPTOPT_HOME or pass a cache path)" if cache is True else ""
     if path.is_dir():
@@ -121,5 +144,19 @@ def open_cache(cache: ResponseCache | str | Path | bool) -> ResponseCache | None
         raise ConfigError(
             f"cannot use {path} as the response cache ({exc}){where}; give a writable path to a new or existing "
             "promptopt cache file.",
+            field="cache",
+        ) from None
+
+
+def _open_postgres(url: str) -> ResponseCache:
+    from promptopt.models.cache_pg import PostgresResponseCache, redact
+
+    try:
+        return PostgresResponseCache(url)
+    except Exception as exc:  # psycopg's errors: the driver is an optional import
+        if type(exc).__module__.split(".")[0] != "psycopg":
+            raise
+        raise ConfigError(
+            f"cannot use {redact(url)} as the response cache ({exc}); give the URL of a reachable PostgreSQL database.",
             field="cache",
         ) from None

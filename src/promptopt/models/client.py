@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
 from promptopt.core.exceptions import BudgetExhausted, ConfigError
@@ -69,7 +69,8 @@ class ModelClient:
     ) -> list[R]:
         """Answer from the cache where possible; send misses in batches within the budget.
 
-        Raises BudgetExhausted after caching whatever was answered, so finished work is never lost.
+        A miss is claimed first (:meth:`ResponseCache.claim`): one that another worker sharing the cache is
+        answering is waited for, not paid again. Raises BudgetExhausted after caching whatever was answered.
         """
         keys = [request_key(self.model.name, r.key()) for r in requests]
         self.budget.note_requests(self.role, keys, cached=self.cache is not None)
@@ -78,22 +79,69 @@ class ModelClient:
         misses: list[int] = []
         first_of: dict[str, int] = {}
         for i, k in enumerate(keys):
-            if k in hits:
-                out[i] = kind(**hits[k], cached=True)
-            elif k in first_of:  # duplicate inside this batch: answered once
+            if k in hits or k in first_of:  # a hit, or a duplicate inside this batch: answered once
                 continue
-            else:
-                first_of[k] = i
-                misses.append(i)
-        n_hits = sum(o is not None for o in out)
-        if n_hits:
-            self.budget.charge(self.role, Usage(cache_hits=n_hits))
+            first_of[k] = i
+            misses.append(i)
+        self._hits(keys, out, range(len(keys)), hits, kind, on_done)
+        while misses:  # claim the misses; answer ours, then wait for those another worker is answering
+            claimed, found = self.cache.claim(keys[i] for i in misses) if self.cache is not None else (None, {})
+            self._hits(keys, out, misses, found, kind, on_done)
+            mine = [i for i in misses if claimed is None or keys[i] in claimed]
+            try:
+                self._send(requests, keys, out, mine, call, kind, on_done)
+            finally:
+                if self.cache is not None:
+                    self.cache.release(keys[i] for i in mine)
+            ours = set(mine)
+            theirs = [i for i in misses if out[i] is None and i not in ours]
+            if theirs and self.cache is not None:
+                self._hits(keys, out, theirs, self.cache.wait(keys[i] for i in theirs), kind, on_done)
+            misses = [i for i in theirs if out[i] is None]  # released unanswered: claim them again
+        answers: list[R] = []
+        for i, k in enumerate(keys):  # in-batch duplicates (still None) take the answer of their first request
+            r = out[i]
+            answers.append(r if r is not None else dataclasses.replace(answers[first_of[k]], cached=True))
+        return answers
+
+    def _hits(
+        self,
+        keys: Sequence[str],
+        out: list[Any],
+        indices: Iterable[int],
+        found: Mapping[str, Mapping[str, Any]],
+        kind: type[R],
+        on_done: Callable[[int], None] | None,
+    ) -> None:
+        """Fill ``out`` at ``indices`` from cached answers ``found`` and charge them as cache hits."""
+        n = 0
+        for i in indices:
+            if out[i] is None and keys[i] in found:
+                out[i] = kind(**found[keys[i]], cached=True)
+                n += 1
+        if n:
+            self.budget.charge(self.role, Usage(cache_hits=n))
             if on_done:
-                on_done(n_hits)
+                on_done(n)
+
+    def _send(
+        self,
+        requests: Sequence[Any],
+        keys: Sequence[str],
+        out: list[Any],
+        misses: Sequence[int],
+        call: Callable[[Sequence[Any]], Sequence[R]],
+        kind: type[R],
+        on_done: Callable[[int], None] | None,
+    ) -> None:
+        """Send the requests at ``misses`` in batches within the budget; cache and charge the answers.
+
+        Raises BudgetExhausted after caching whatever was answered, so finished work is never lost.
+        """
         for start in range(0, len(misses), self.batch_size):
             chunk = misses[start : start + self.batch_size]
             allowed = self.budget.allow(self.role, len(chunk))
-            sent: list[int] = chunk[:allowed]
+            sent: list[int] = list(chunk[:allowed])
             batch = [requests[i] for i in sent]
             if kind is Completion and self.model.capabilities.streams_results:
                 # each answer is cached and charged as it arrives: a crash mid-batch loses none of them
@@ -112,11 +160,6 @@ class ModelClient:
                 on_done(len(sent))
             if len(sent) < len(chunk):
                 raise BudgetExhausted(self.budget.exhausted_reason() or "call budget spent")
-        answers: list[R] = []
-        for i, k in enumerate(keys):  # in-batch duplicates (still None) take the answer of their first request
-            r = out[i]
-            answers.append(r if r is not None else dataclasses.replace(answers[first_of[k]], cached=True))
-        return answers
 
     def _keep(self, keys: Sequence[str], out: list[Any], answered: Sequence[tuple[int, Completion | Scores]]) -> None:
         """Put answers (request index, response) in ``out``, cache the good ones and charge them all."""
