@@ -10,13 +10,16 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from promptopt.core.data import Example
 from promptopt.core.exceptions import ConfigError
 from promptopt.core.messages import Message, Messages
 from promptopt.core.sampling import InContextSampling
 from promptopt.core.template import PromptTemplate
+
+if TYPE_CHECKING:
+    from promptopt.core.dspy_values import TaskLike
 
 DEFAULT_SYSTEM = "You are a helpful assistant. Follow the instructions and answer concisely."
 EXPORT_FORMAT = 2
@@ -152,6 +155,13 @@ class Prompt:
     def _turn(self, inputs: Mapping[str, Any], *, with_instruction: bool) -> str:
         instruction = self.instruction if with_instruction else ""
         return self.prompt_template.render(instruction=instruction, inputs=inputs, demos=())
+
+    def to_dspy(self, task: TaskLike | None = None) -> Any:
+        """This prompt as a ``dspy.Predict`` (instruction and demos; inputs and labels from ``task`` if given):
+        :func:`promptopt.core.dspy_values.to_dspy`. Needs the ``dspy`` extra."""
+        from promptopt.core.dspy_values import to_dspy
+
+        return to_dspy(self, task)
 
     # -- (de)serialisation ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from promptopt.optimizers.auto import AutoConfig, AutoOptimizer
 from promptopt.optimizers.base import OPTIMIZERS, Optimizer, register_optimizer
 from promptopt.optimizers.baseline import BaselineOptimizer
 from promptopt.optimizers.config import OptimizerConfig
+from promptopt.optimizers.dspy_opt import DSPyConfig, DSPyOptimizer
 from promptopt.optimizers.feedback import FeedbackConfig, FeedbackOptimizer
 from promptopt.optimizers.fewshot import FewShotConfig, FewShotOptimizer
 from promptopt.optimizers.ics import ICSConfig, ICSOptimizer
@@ -14,6 +15,7 @@ from promptopt.optimizers.opro import OPROConfig, OPROOptimizer
 from promptopt.optimizers.pe2 import PE2Config, PE2Optimizer
 from promptopt.optimizers.soft_prompt import SoftPromptConfig, SoftPromptOptimizer
 from promptopt.optimizers.structure_search import StructureSearchConfig, StructureSearchOptimizer
+from promptopt.optimizers.unsupervised import UnsupervisedConfig, UnsupervisedOptimizer
 from promptopt.run.context import EvalRequest, RunContext, RunState
 
 __all__ = [
@@ -25,6 +27,8 @@ __all__ = [
     "AutoConfig",
     "AutoOptimizer",
     "BaselineOptimizer",
+    "DSPyConfig",
+    "DSPyOptimizer",
     "EvalRequest",
     "FeedbackConfig",
     "FeedbackOptimizer",
@@ -44,5 +48,7 @@ __all__ = [
     "SoftPromptOptimizer",
     "StructureSearchConfig",
     "StructureSearchOptimizer",
+    "UnsupervisedConfig",
+    "UnsupervisedOptimizer",
     "register_optimizer",
 ]

@@ -129,6 +129,7 @@ for _name, _where in (
     ("apo", "promptopt.optimizers.apo:APOOptimizer"),
     ("auto", "promptopt.optimizers.auto:AutoOptimizer"),
     ("baseline", "promptopt.optimizers.baseline:BaselineOptimizer"),
+    ("dspy", "promptopt.optimizers.dspy_opt:DSPyOptimizer"),
     ("feedback", "promptopt.optimizers.feedback:FeedbackOptimizer"),
     ("fewshot", "promptopt.optimizers.fewshot:FewShotOptimizer"),
     ("ics", "promptopt.optimizers.ics:ICSOptimizer"),

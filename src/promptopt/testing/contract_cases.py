@@ -106,8 +106,21 @@ def auto_trainable_case(workdir: Path) -> ContractCase:
                                label="auto (trainable model)")  # fmt: skip
 
 
+def dspy_case(teleprompter: str, workdir: Path) -> ContractCase:
+    """``dspy`` with ``teleprompter`` on the toy task, with a fake that writes DSPy's field markers."""
+    from promptopt.testing.dspy_fakes import dspy_toy_model
+
+    default = default_case("baseline", workdir)
+    settings = {"teleprompter": teleprompter, "candidates": 2, "trials": 2, "demos": 2, "bootstrapped_demos": 2}
+    return dataclasses.replace(default, optimizer="dspy", settings=settings, model=dspy_toy_model,
+                               proposer=dspy_toy_model, budget_calls=150, requires=("dspy",),
+                               label=None if teleprompter == "labeled" else f"dspy-{teleprompter}")  # fmt: skip
+
+
 SPECIAL_CASES: dict[str, Callable[[Path], ContractCase]] = {
     "soft_prompt": soft_prompt_case,
     "auto-trainable": auto_trainable_case,
+    "dspy": functools.partial(dspy_case, "labeled"),
+    "dspy-mipro": functools.partial(dspy_case, "mipro"),
 }
 """Cases built by their own function (from the work directory) instead of the toy-task default."""

@@ -15,8 +15,9 @@ from promptopt.optimizers import Optimizer
 from promptopt.run.context import RunContext, RunState
 from promptopt.testing import contract_cases, contracts, make_toy_task, toy_model
 
-EXTRA_CASES = ("auto-trainable",)
-"""Cases beyond one per registered optimizer: ``auto`` on a trainable model, so that its soft-prompt stage runs."""
+EXTRA_CASES = ("auto-trainable", "dspy-mipro")
+"""Cases beyond one per registered optimizer: ``auto`` on a trainable model, so that its soft-prompt stage runs;
+``dspy`` with MIPROv2 (proposer calls, sampled requests), beyond its default LabeledFewShot."""
 CASES = (*promptopt.OPTIMIZERS.names(), *EXTRA_CASES)
 XFAIL: dict[tuple[str, str], str] = {}
 """(case, check) pairs an optimizer fails today, with the reason; strict, so a fix shows up as XPASS."""
