@@ -52,7 +52,10 @@ ModelSpec = Annotated[str, typer.Option("--model", "-m", help="Model spec.")]
 Proposer = Annotated[
     str | None, typer.Option("--proposer", help="Model that writes prompts (default: the task model).")
 ]
-ApiBase = Annotated[str | None, typer.Option("--api-base", help="API base URL for litellm models.")]
+ApiBase = Annotated[
+    list[str] | None,
+    typer.Option("--api-base", help="API base URL for litellm models (repeat it to balance over several endpoints)."),
+]
 ModelOpts = Annotated[list[str], typer.Option("--model-opt", help="Backend option key=value (repeatable).")]
 
 # -- the optimizer and its run ---------------------------------------------------------------------------------------
@@ -140,12 +143,14 @@ def parse_overrides(items: list[str], option: str) -> dict[str, Any]:
     return parsed
 
 
-def build_model(spec: str | None, api_base: str | None, model_opts: list[str], option: str = "--model") -> Any:
-    """``spec`` (given as ``option``) built with the backend options (--api-base, --model-opt), or the spec string
-    as is without any."""
+def build_model(
+    spec: str | None, api_base: str | list[str] | None, model_opts: list[str], option: str = "--model"
+) -> Any:
+    """``spec`` (given as ``option``) built with the backend options (--api-base, once or several times, and
+    --model-opt), or the spec string as is without any."""
     options = parse_overrides(model_opts, "--model-opt")
     if api_base:
-        options["api_base"] = api_base
+        options["api_base"] = api_base[0] if isinstance(api_base, list) and len(api_base) == 1 else api_base
     if spec is None or not options:
         return spec
     from promptopt.models import get_model

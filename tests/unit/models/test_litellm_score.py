@@ -119,3 +119,16 @@ def test_continuation_tokens_are_found_by_text_offset() -> None:
     assert continuation_logprob(choice, 5, 11) == (-7.0, 1)
     with pytest.raises(ScoringUnsupported):
         continuation_logprob({"logprobs": None}, 6, 11)
+
+
+def test_scoring_fails_over_to_a_healthy_endpoint(tiny: HFModel) -> None:
+    path = Path(tiny.tokenizer.name_or_path)
+    with ModelServer(tiny, fault=lambda m, p: 500) as dead, ModelServer(tiny) as alive:
+        bases = [dead.base_url + "/v1", alive.base_url + "/v1"]
+        model = get_model("litellm:openai/tiny", api_base=bases, api_key="sk-test", backoff=0.01,
+                          tokenizer=str(path), allowed_fails=1, score_batch=4)  # fmt: skip
+        remote = model.score(requests())
+    flat = [v for r in remote for v in r.logprobs]
+    assert flat == pytest.approx([v for h in tiny.score(requests()) for v in h.logprobs], abs=1e-4)
+    # the probe, then half of the first 8 chunks in flight (least busy alternates) before the first 500 came back
+    assert not any(q.answered for q in dead.requests) and len(dead.requests) <= 5
