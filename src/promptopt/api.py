@@ -116,6 +116,14 @@ def optimize(
             "Use an in-process Hugging Face model: --model smollm2 or --model hf:<path or hub id>.",
             field="model",
         )
+    if opt.needs_train_labels and (unlabeled := task_obj.unlabeled_train):
+        raise ConfigError(
+            f"task '{task_obj.name}' has {len(unlabeled)} unlabeled train examples (e.g. '{unlabeled[0].id}'), and "
+            f"optimizer '{opt.name}' learns from train targets. Give the train examples targets, or use the "
+            "label-free --optimizer unsupervised.",
+            source=task_obj.source,
+            field="optimizer",
+        )
     try:
         proposer_obj = model_obj if proposer is None or proposer == model else get_model(proposer)
     except ConfigError as exc:

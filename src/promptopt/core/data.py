@@ -16,11 +16,15 @@ Target = str | tuple[str, ...]
 
 @dataclass(frozen=True, kw_only=True)
 class Example:
-    """One labelled example: the template's input fields, the reference answer and a stable id."""
+    """One example: the template's input fields, the reference answer and a stable id.
+
+    ``target`` is None for an unlabeled example (a train split of a task with ``unlabeled_train``, for the
+    label-free ``unsupervised`` optimizer); reading its :attr:`answers` is then a :class:`DataError`.
+    """
 
     id: str
     inputs: Mapping[str, Any]
-    target: Target
+    target: Target | None = None
     meta: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -32,7 +36,20 @@ class Example:
     @property
     def answers(self) -> tuple[str, ...]:
         """All acceptable answers (one for most tasks)."""
+        if self.target is None:
+            raise DataError(
+                f"example '{self.id}' is unlabeled (no target); only the label-free 'unsupervised' optimizer "
+                "takes unlabeled train examples: give targets or use --optimizer unsupervised."
+            )
         return self.target if isinstance(self.target, tuple) else (self.target,)
+
+    @property
+    def labeled(self) -> bool:
+        return self.target is not None
+
+    def unlabeled(self) -> Example:
+        """This example without its target."""
+        return Example(id=self.id, inputs=self.inputs, target=None, meta=self.meta)
 
     @property
     def answer(self) -> str:
@@ -49,7 +66,7 @@ class Example:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Example:
-        return cls(id=str(d["id"]), inputs=d["inputs"], target=d["target"], meta=d.get("meta", {}))
+        return cls(id=str(d["id"]), inputs=d["inputs"], target=d.get("target"), meta=d.get("meta", {}))
 
 
 def split_examples(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from promptopt.core.candidate import DEFAULT_SYSTEM, Prompt
@@ -61,10 +61,16 @@ class Task:
                 )
         for split, examples in self.splits.items():
             self.template.check_inputs(examples[0].inputs)  # columns are uniform within a split
-            if self.labels is None:
-                continue
             for ex in examples:
-                if any(a not in self.labels for a in ex.answers):
+                if not ex.labeled:
+                    if split != "train":
+                        raise DataError(
+                            f"example '{ex.id}' in split '{split}' has no target. Only train may be unlabeled "
+                            "(dev and test are scored against their targets): give it one.",
+                            source=self.source,
+                        )
+                    continue
+                if self.labels is not None and any(a not in self.labels for a in ex.answers):
                     raise DataError(
                         f"example '{ex.id}' in split '{split}' has target {ex.target!r}, which is not one of the "
                         f"labels {list(self.labels)}. Fix the data or the 'labels' mapping.",
@@ -82,6 +88,15 @@ class Task:
     @property
     def test(self) -> tuple[Example, ...]:
         return self.splits["test"]
+
+    @property
+    def unlabeled_train(self) -> tuple[Example, ...]:
+        """The train examples without a target (only the label-free ``unsupervised`` optimizer takes them)."""
+        return tuple(ex for ex in self.train if not ex.labeled)
+
+    def without_train_targets(self) -> Task:
+        """This task with every train target removed: a label-free run provably cannot read them."""
+        return replace(self, splits={**self.splits, "train": tuple(ex.unlabeled() for ex in self.train)})
 
     @property
     def is_classification(self) -> bool:

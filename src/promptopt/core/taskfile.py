@@ -20,6 +20,8 @@ Format (every path is relative to the task.yaml)::
     metric: accuracy                   # or {name: regex, pattern: ...} or module:function
     parser: label_set                  # or {name: regex, pattern: ...}
     generation: {max_tokens: 8, stop: ["\\n"]}
+    unlabeled_train: true              # optional: train rows need no target and any there is dropped (for the
+                                       # label-free `unsupervised` optimizer; every other optimizer refuses it)
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ _TOP_KEYS = {
     "metric",
     "parser",
     "generation",
+    "unlabeled_train",
 }
 _DATA_KEYS = {"files", "file", "reader", "options", "splits", "seed"}
 _REQUIRED = {
@@ -151,7 +154,14 @@ def _build_task(path: Path, spec: Any) -> Task:
     target = spec["target"]
     if not isinstance(target, str):
         raise ConfigError("must be a column name.", source=src, field="target")
-    splits = _load_splits(spec["data"], base, src, inputs=inputs, target=target, labels=labels_map)
+    unlabeled = spec.get("unlabeled_train", False)
+    if not isinstance(unlabeled, bool):
+        raise ConfigError("must be true or false.", source=src, field="unlabeled_train")
+    splits = _load_splits(
+        spec["data"], base, src, inputs=inputs, target=target, labels=labels_map, optional_target=unlabeled
+    )
+    if unlabeled:  # train targets are dropped on load: nothing downstream can read them
+        splits["train"] = tuple(ex.unlabeled() for ex in splits["train"])
     labels = tuple(dict.fromkeys(labels_map.values())) if labels_map else None
     generation = spec.get("generation") or {}
     if not isinstance(generation, Mapping):
@@ -215,7 +225,10 @@ def _load_splits(
     inputs: Mapping[str, str],
     target: str,
     labels: Mapping[str, str] | None,
+    optional_target: bool = False,
 ) -> dict[str, tuple[Example, ...]]:
+    """The splits; with ``optional_target`` a row without the target column is an unlabeled example (only train may
+    have them: :class:`~promptopt.core.task.Task` refuses an unlabeled dev or test example)."""
     if not isinstance(data, dict):
         raise ConfigError("must be a mapping with 'files' or 'file'.", source=src, field="data")
     unknown = sorted(set(data) - _DATA_KEYS)
@@ -246,7 +259,7 @@ def _load_splits(
             ) from None
         if not rows:
             raise DataError("has no rows. Point task.yaml 'data' at a file with examples.", source=str(fpath))
-        return [_example(r, i, prefix, fpath, inputs, target, labels) for i, r in enumerate(rows)]
+        return [_example(r, i, prefix, fpath, inputs, target, labels, optional_target) for i, r in enumerate(rows)]
 
     if "files" in data:
         files = data["files"]
@@ -298,8 +311,12 @@ def _example(
     inputs: Mapping[str, str],
     target: str,
     labels: Mapping[str, str] | None,
+    optional_target: bool = False,
 ) -> Example:
+    meta = {k: v for k, v in row.items() if k not in inputs.values() and k != target and k != "id"}
     missing = [c for c in [*inputs.values(), target] if c not in row]
+    if missing == [target] and optional_target:
+        return Example(id=str(row.get("id", f"{prefix}-{i}")), inputs={v: row[c] for v, c in inputs.items()}, meta=meta)
     if missing:
         raise DataError(
             f"row {i + 1} has no column {missing[0]!r} (columns: {sorted(row)}). "
@@ -319,7 +336,6 @@ def _example(
                 source=str(fpath),
             )
         answers = [labels[a] for a in answers]
-    meta = {k: v for k, v in row.items() if k not in inputs.values() and k != target and k != "id"}
     return Example(
         id=str(row.get("id", f"{prefix}-{i}")),
         inputs={var: row[col] for var, col in inputs.items()},

@@ -345,8 +345,9 @@ class Evaluator:
         cached: bool,
         label_logprobs: tuple[float, ...] | None = None,
     ) -> ExampleRecord:
-        """The record of an answered example: its metric score, or the metric's error (:func:`score_prediction`)."""
-        score, error = score_prediction(self.task.metric, pred, ex)
+        """The record of an answered example: its metric score, or the metric's error (:func:`score_prediction`);
+        an unlabeled example (no target: ``unsupervised`` predicting train inputs) has its prediction, score 0."""
+        score, error = score_prediction(self.task.metric, pred, ex) if ex.labeled else (0.0, None)
         return ExampleRecord(
             example_id=ex.id,
             prediction=pred,

@@ -48,6 +48,8 @@ class Optimizer:
     uses_proposer: ClassVar[bool] = False
     needs_trainable_model: ClassVar[bool] = False
     """Trains in process (soft prompts): the runner refuses a task model without ``capabilities.trainable``."""
+    needs_train_labels: ClassVar[bool] = True
+    """Reads train targets: :func:`promptopt.optimize` refuses a task with unlabeled train examples."""
     racing: RaceTotals | None = None
     """Set by optimizers that race candidates; the runner copies the totals into the result."""
     notes: tuple[str, ...] = ()
@@ -137,6 +139,7 @@ for _name, _where in (
     ("pe2", "promptopt.optimizers.pe2:PE2Optimizer"),
     ("soft_prompt", "promptopt.optimizers.soft_prompt:SoftPromptOptimizer"),
     ("structure_search", "promptopt.optimizers.structure_search:StructureSearchOptimizer"),
+    ("unsupervised", "promptopt.optimizers.unsupervised:UnsupervisedOptimizer"),
 ):
     OPTIMIZERS.add(_name, _where)
 

@@ -10,5 +10,7 @@ from promptopt.run.context import RunContext
 class BaselineOptimizer(Optimizer):
     """Scores the seed prompt only (the runner always evaluates it first); proposes nothing."""
 
+    needs_train_labels = False
+
     def run(self, ctx: RunContext) -> str | None:
         return None

@@ -50,6 +50,8 @@ class RunState:
     stop_reason: str | None = None
     rejected: Counter[str] = field(default_factory=Counter)
     """Proposals discarded before evaluation, by reason (empty, duplicate, too_long, ...)."""
+    chosen: TrialRecord | None = None
+    """The optimizer's own pick (:meth:`RunContext.choose`); None: the runner takes the best full-dev record."""
     _stop_requested: bool = field(default=False, repr=False)
 
     def reject(self, reason: str) -> None:
@@ -136,6 +138,13 @@ class RunContext:
     def best(self) -> TrialRecord:
         """The best full-dev record so far (the seed's if nothing beat it)."""
         return self.state.best()
+
+    def choose(self, record: TrialRecord) -> None:
+        """Make ``record`` (a complete full-dev trial) the run's result whatever the dev scores say: for an optimizer
+        that must not select by dev labels (``unsupervised``). Its dev score is still reported."""
+        if not record.full or record.result is None:
+            raise ValueError("choose() takes a complete full-dev trial record")
+        self.state.chosen = record
 
     def reject(self, reason: str) -> None:
         """Count a proposal discarded before evaluation (empty, duplicate, too long, …)."""

@@ -170,12 +170,16 @@ class Run:
             stop_reason = str(exc)
         except BudgetExhausted as exc:
             stop_reason = str(exc)
-        best = self.history.best() or seed_record
+        best = state.chosen or self.history.best() or seed_record
         selection, dev_comparison = "best dev score", None
         seed_id = seed_record.prompt.id
         screened = len({r.prompt.id for r in self.history if not r.full and r.prompt.id != seed_id})
         confirmed = [r for r in self.history.full() if r.prompt.id != seed_id and r.status == "complete"]
-        if best.prompt.id == seed_id:
+        if state.chosen is not None:
+            selection = "chosen by the optimizer without dev labels (its dev score is reported, not compared)"
+            assert seed_record.result is not None and best.result is not None
+            dev_comparison = compare(seed_record.result, best.result).to_dict()
+        elif best.prompt.id == seed_id:
             if not confirmed:
                 selection = (
                     f"seed prompt kept: no candidate was confirmed on full dev ({screened} screened on minibatches; "

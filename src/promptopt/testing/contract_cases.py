@@ -15,6 +15,7 @@ from promptopt.core.data import Example
 from promptopt.core.task import Task, make_task
 from promptopt.models.base import Model
 from promptopt.testing.contracts import ContractCase
+from promptopt.testing.unlabeled import unsupervised_case
 
 TOY_PROPOSALS = (testing.TOY_PARTIAL_INSTRUCTION, testing.TOY_BEST_INSTRUCTION, "Say the word.", "Spell it.")
 """The toy proposer's answers, by sample index: a better instruction, the optimum, some others."""
@@ -122,5 +123,6 @@ SPECIAL_CASES: dict[str, Callable[[Path], ContractCase]] = {
     "auto-trainable": auto_trainable_case,
     "dspy": functools.partial(dspy_case, "labeled"),
     "dspy-mipro": functools.partial(dspy_case, "mipro"),
+    "unsupervised": unsupervised_case,
 }
 """Cases built by their own function (from the work directory) instead of the toy-task default."""
