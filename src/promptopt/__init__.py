@@ -19,6 +19,7 @@ from promptopt.api import evaluate, optimize, resume
 from promptopt.compare import compare_optimizers as compare_optimizers
 from promptopt.core.candidate import Prompt
 from promptopt.core.data import Example
+from promptopt.core.dspy_interop import task_from_dspy
 from promptopt.core.exceptions import (
     BackendError,
     BudgetExhausted,
@@ -37,6 +38,7 @@ from promptopt.models import get_model
 from promptopt.models.budget import Budget, Usage
 from promptopt.models.cache import ResponseCache
 from promptopt.models.client import ModelClient
+from promptopt.models.dspy_lm import dspy_lm
 from promptopt.models.fake import FakeModel
 from promptopt.optimizers import OPTIMIZERS, Optimizer, register_optimizer
 from promptopt.optimizers.presets import load_optimizer
@@ -74,6 +76,7 @@ __all__ = [
     "Usage",
     "available_tasks",
     "compare",
+    "dspy_lm",
     "evaluate",
     "get_model",
     "load_optimizer",
@@ -82,4 +85,5 @@ __all__ = [
     "optimize",
     "register_optimizer",
     "resume",
+    "task_from_dspy",
 ]

@@ -1,14 +1,14 @@
 """Fake models that speak DSPy's ChatAdapter format, for tests of the DSPy interop on the toy task.
 
-:func:`dspy_toy_model` answers a DSPy request (its last user message ends "Respond with the corresponding output
-fields, starting with the field `[[ ## answer ## ]]` …", or, from DSPy's JSONAdapter, "Respond with a JSON object …")
-by the toy task's rule — the instruction is in DSPy's system message, each demo is a user/assistant turn — and
-writes the answer inside ``[[ ## field ## ]]`` markers (or as JSON);
-any other DSPy signature (MIPROv2's and COPRO's instruction proposals, dataset summaries) gets the scripted
-proposals, by sample index, in every output field it asks for, and so does a plain prompt (GEPA's reflection). A
-request in promptopt's own format (the toy task's system message: the common evaluator's) gets the toy rule's plain
-answer. With ``markers=False`` it answers DSPy without the markers, as a
-small model does, so every DSPy parse fails (``AdapterParseError``).
+:func:`dspy_toy_model` answers a DSPy request for a signature with a ``word`` input (its last user message ends
+"Respond with the corresponding output fields, starting with the field `[[ ## answer ## ]]` …", or, from DSPy's
+JSONAdapter, "Respond with a JSON object …") by the toy task's rule — the instruction is in DSPy's system message,
+each demo is a user/assistant turn — and writes the answer inside ``[[ ## field ## ]]`` markers (or as JSON). Any
+other DSPy signature (MIPROv2's and COPRO's instruction proposals, dataset summaries) gets the scripted proposals,
+by sample index, in every output field it asks for, and so does a plain prompt (GEPA's reflection). A request in
+promptopt's own format (a ``Word: …`` line: the common evaluator's) gets the toy rule's plain answer. With
+``markers=False`` it answers DSPy without the markers, as a small model does, so every DSPy parse fails
+(``AdapterParseError``).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from promptopt.models.base import GenerationRequest
 from promptopt.models.fake import FakeModel, last_user
 
 _FIELD = re.compile(r"\[\[ ## (\w+) ## \]\]\n(.*?)(?=\n\n\[\[ ## |\n\nRespond with|\Z)", re.DOTALL)
+_WORD_LINE = re.compile(r"^Word: \S+\s*$", re.MULTILINE)
 _RESPOND = "Respond with the corresponding output fields"
 _RESPOND_JSON = "Respond with a JSON object in the following order of fields: "
 DSPY_TOY_PROPOSALS = (testing.TOY_BEST_INSTRUCTION, testing.TOY_PARTIAL_INSTRUCTION, "Say the word.")
@@ -54,13 +55,13 @@ def dspy_toy_model(
         user = last_user(request.messages)
         system = next((m.content for m in request.messages if m.role == "system"), "")
         outputs, as_json = requested_outputs(user)
-        if not outputs:  # promptopt's evaluator (the toy task's system message), or a plain prompt (GEPA's reflection)
-            return testing.toy_answer(user) if system == testing.TOY_SYSTEM else proposal(request)
+        if not outputs:  # promptopt's evaluator (a "Word: …" line), or a plain prompt (GEPA's reflection)
+            return testing.toy_answer(user) if _WORD_LINE.search(user) else proposal(request)
         fields = dspy_fields(user)
-        if outputs == ["answer"] and "word" in fields:
+        if "word" in fields:  # the task's signature (word -> one output field)
             demos = [m for m in request.messages[:-1] if m.role == "user" and "[[ ## word ## ]]" in m.content]
             rendered = "\n".join([system, *("Word: demo" for _ in demos), f"Word: {fields['word']}"])
-            values = {"answer": testing.toy_answer(rendered)}
+            values = {outputs[0]: testing.toy_answer(rendered)}
         else:
             values = dict.fromkeys(outputs, proposal(request))
         if not markers:
