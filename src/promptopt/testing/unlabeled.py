@@ -1,10 +1,11 @@
 """A separable toy classification task and a fake model that learns in context, for the label-free
 ``unsupervised`` optimizer's tests and contract case.
 
-"Is it an animal?" over 16 animals and 16 colours. The fake model scores the labels: it knows the first half of
-each list (confidently right) and, without demonstrations of both labels in the prompt, leans weakly to "yes" on
-the rest (so the seed prompt's pseudo-labels are wrong on the unknown colours); once the prompt shows a "yes" and a
-"no" demo, it answers every word right. A pseudo-label loop therefore converges to the true labels in two rounds.
+"Is it an animal?" over 16 animals and 16 colours. The fake model knows the first half of each list (confidently
+right); on the rest, without demonstrations of both labels in the prompt, it leans weakly to "yes" (label scores
+-0.5 vs -1.0; generating "yes" on two samples of three), so the seed prompt's pseudo-labels are wrong on the
+unknown colours. Once the prompt shows a "yes" and a "no" demo it answers every word right, so a pseudo-label
+loop converges to the true labels in two rounds.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from promptopt.core.data import Example
+from promptopt.core.messages import Messages
 from promptopt.core.task import Task, make_task
-from promptopt.models.base import ScoreRequest
+from promptopt.models.base import GenerationRequest, ScoreRequest
 from promptopt.models.fake import FakeModel, last_user
 from promptopt.testing.contracts import ContractCase
 
@@ -36,20 +38,33 @@ def truth(word: str) -> str:
     return "yes" if word in ANIMALS else "no"
 
 
+def _knows(messages: Messages) -> tuple[str, bool]:
+    """The query word, and whether the model answers it right for sure (known, or both labels shown as demos)."""
+    query = re.findall(r"Word: (\w+)", last_user(messages))[-1]
+    context = "\n".join(m.content for m in messages if m.role != "system")
+    shown = {label for label in LABELS if re.search(rf"(Answer: |^){label}$", context, re.MULTILINE)}
+    return query, query in KNOWN or shown == set(LABELS)
+
+
 def icl_score(request: ScoreRequest) -> list[float]:
     """Label log-probs of the in-context learner (the module docstring's rule)."""
-    query = re.findall(r"Word: (\w+)", last_user(request.messages))[-1]
-    context = "\n".join(m.content for m in request.messages if m.role != "system")
-    shown = {label for label in LABELS if re.search(rf"(Answer: |^){label}$", context, re.MULTILINE)}
-    if query in KNOWN or shown == set(LABELS):
-        best = truth(query)
-        return [0.0 if c == best else -5.0 for c in request.continuations]
+    query, sure = _knows(request.messages)
+    if sure:
+        return [0.0 if c == truth(query) else -5.0 for c in request.continuations]
     return [-0.5 if c == "yes" else -1.0 for c in request.continuations]
 
 
+def icl_answer(request: GenerationRequest) -> str:
+    """The generated answer: the sure label, else "yes" on two samples of three (greedy: "yes")."""
+    query, sure = _knows(request.messages)
+    if sure:
+        return truth(query)
+    return "no" if request.sample % 3 == 0 and request.sample else "yes"
+
+
 def icl_model() -> FakeModel:
-    """The fake in-context learner (label scoring only matters: the task has labels)."""
-    return FakeModel(score_fn=icl_score, name="fake:icl")
+    """The fake in-context learner: label scoring and (sampled) generation by the same rule."""
+    return FakeModel(fn=icl_answer, score_fn=icl_score, name="fake:icl")
 
 
 def separable_task(*, labeled_train: bool = False) -> Task:
