@@ -36,7 +36,7 @@ from promptopt.core._imports import require
 from promptopt.core.exceptions import ConfigError
 from promptopt.models.base import Capabilities, Completion, GenerationRequest, ScoreRequest, Scores
 from promptopt.models.endpoints import Endpoint, EndpointPool, api_bases, forget_buckets, shared_bucket
-from promptopt.models.litellm_score import ChatRenderer, post_json, score_all
+from promptopt.models.litellm_score import ChatRenderer, http_client, post_json, score_all
 
 _RESERVED = frozenset(
     {"model", "messages", "max_tokens", "temperature", "stop", "seed", "timeout", "api_base", "api_key",
@@ -284,8 +284,13 @@ class LiteLLMModel:
         async def attempts(send: Callable[[Endpoint], Awaitable[Any]], tokens: int) -> tuple[Any, str | None]:
             return await self._attempts(send, tokens, semaphore)
 
-        return await score_all(requests, prompts, attempts=attempts, post=self._post, model=self._served,
-                               score_batch=batch)  # fmt: skip
+        async with http_client(self._timeout) as http:  # one connection pool for the batch
+
+            async def post(api_base: str | None, body: dict[str, Any]) -> dict[str, Any]:
+                return await post_json(http, api_base, body, api_key=self._score_key)
+
+            return await score_all(requests, prompts, attempts=attempts, post=post, model=self._served,
+                                   score_batch=batch)  # fmt: skip
 
     def _scores_labels(self) -> bool:
         """Whether label scoring works here: probed once (one echoed prompt) the first time it is asked."""
@@ -306,9 +311,6 @@ class LiteLLMModel:
         except BaseException:  # e.g. KeyboardInterrupt: stop the batch instead of leaving it running
             future.cancel()
             raise
-
-    async def _post(self, api_base: str | None, body: dict[str, Any]) -> dict[str, Any]:
-        return await post_json(api_base, body, api_key=self._score_key, timeout=self._timeout)
 
     async def _generate_all(
         self, requests: Sequence[GenerationRequest], on_result: Callable[[int, Completion], None] | None

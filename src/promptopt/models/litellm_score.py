@@ -66,8 +66,19 @@ class ChatRenderer:
 
 
 def payload(model: str, prompts: Sequence[str]) -> dict[str, Any]:
-    """A completions request body that echoes ``prompts`` with their token log-probabilities, generating nothing."""
-    return {"model": model, "prompt": list(prompts), "echo": True, "logprobs": 1, "max_tokens": 0, "temperature": 0}
+    """A completions request body that echoes ``prompts`` with their token log-probabilities, generating nothing.
+
+    vLLM computes echoed log-probabilities from its ``prompt_logprobs`` (set from ``logprobs`` when ``echo`` is
+    on), so the standard fields are enough; ``add_special_tokens`` is vLLM's, other servers ignore it."""
+    return {
+        "model": model,
+        "prompt": list(prompts),
+        "echo": True,
+        "logprobs": 1,
+        "max_tokens": 0,
+        "temperature": 0,
+        "add_special_tokens": False,  # vLLM: no BOS before the rendered template (HFModel adds none either)
+    }
 
 
 def continuation_logprob(choice: dict[str, Any], prompt_chars: int, total_chars: int) -> tuple[float, int]:
@@ -148,17 +159,21 @@ async def score_all(
     return out
 
 
-async def post_json(
-    api_base: str | None, body: dict[str, Any], *, api_key: str | None, timeout: float
-) -> dict[str, Any]:
-    """POST ``body`` to ``<api_base>/completions``; transport failures come back as the built-in connection and
-    timeout errors, non-2xx answers and bodies that are not JSON as :class:`HTTPError` (retryable when 5xx)."""
+def http_client(timeout: float) -> Any:
+    """An ``httpx.AsyncClient`` (use as an async context manager) for :func:`post_json`."""
+    httpx = require("httpx", extra="litellm", feature="label scoring over a server")
+    return httpx.AsyncClient(timeout=timeout)
+
+
+async def post_json(http: Any, api_base: str | None, body: dict[str, Any], *, api_key: str | None) -> dict[str, Any]:
+    """POST ``body`` to ``<api_base>/completions`` with the client ``http``; transport failures come back as the
+    built-in connection and timeout errors, non-2xx answers and bodies that are not JSON as :class:`HTTPError`
+    (retryable when 5xx)."""
     httpx = require("httpx", extra="litellm", feature="label scoring over a server")
     url = (api_base or "https://api.openai.com/v1").rstrip("/") + "/completions"
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
-        async with httpx.AsyncClient(timeout=timeout) as http:
-            response = await http.post(url, json=body, headers=headers)
+        response = await http.post(url, json=body, headers=headers)
     except httpx.TimeoutException as exc:
         raise TimeoutError(f"{url}: {type(exc).__name__}") from exc
     except httpx.TransportError as exc:
