@@ -100,3 +100,20 @@ def test_labeled_optimizers_refuse_unlabeled_train(optimizer: str) -> None:
 def test_unlabeled_example_answers_name_the_example() -> None:
     with pytest.raises(promptopt.DataError, match="example 'x' is unlabeled"):
         _ = Example(id="x", inputs={"word": "cat"}).answers
+
+
+def test_instructions_induced_from_pseudo_labeled_examples() -> None:
+    """With ``n_instructions`` the proposer writes instructions from the pseudo-labeled demos; they are candidates."""
+    induced = "Answer yes if the word names an animal, otherwise no."
+    opt = promptopt.load_optimizer("unsupervised", n_instructions=1, shots=[2], n_draws=1, demo_formats=["inline"])
+    result = promptopt.optimize(
+        separable_task(),
+        opt,
+        icl_model(),
+        proposer=testing.scripted_proposer([induced]),
+        budget=Budget(max_calls=2000),
+        cache=False,
+    )
+    instructions = {t.instruction for t in result.trials}
+    assert induced in instructions
+    assert result.stop_reason == "pseudo-labels converged"
