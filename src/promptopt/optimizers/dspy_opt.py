@@ -28,6 +28,7 @@ counted and reported in the result's notes. Runs with ``num_threads=1`` and DSPy
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import random
 from collections import Counter
@@ -159,12 +160,14 @@ class DSPyOptimizer(Optimizer):
 
 @contextlib.contextmanager
 def quiet_dspy() -> Iterator[None]:
-    """DSPy's loggers at CRITICAL only (DSPy logs every failed parse at ERROR; the notes count them instead)."""
+    """DSPy's loggers at CRITICAL only and its prints (progress bars, "Bootstrapping set …") discarded: DSPy logs
+    every failed parse at ERROR, the notes count them instead, and the run reports its own progress."""
     logger = logging.getLogger("dspy")
     level = logger.level
     logger.setLevel(logging.CRITICAL)
     try:
-        yield
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
     finally:
         logger.setLevel(level)
 
