@@ -4,6 +4,12 @@ Runs inside the DSPy venv (``/work/venv-dspy``, no promptopt there); imported by
 --dspy-leg`` and ``dspy_fewshot.py``. Use it as ``dspy.LM("local/smollm2", engine=LocalEngine(model, tok))``:
 DSPy's response cache sits in front of the engine, so every ``complete`` is a real model call and the
 counters here count exactly the calls and tokens the model spent.
+
+Why this is not ``promptopt.models.dspy_lm.ClientEngine``: this engine is the *independent* DSPy baseline. It runs
+in a venv without promptopt, calls ``model.generate`` directly and leaves caching to DSPy, so the DSPy leg measures
+DSPy on its own stack. The package's engine routes DSPy through promptopt's ``ModelClient`` (promptopt's cache,
+budget and backends; DSPy's cache off) — what ``bench_dspy_interop.py`` measures. The two share only the ~15 lines
+that map DSPy's ``Request`` to chat messages and build its ``Response``.
 """
 
 from __future__ import annotations
