@@ -10,6 +10,7 @@ from promptopt.optimizers.config import OptimizerConfig
 from promptopt.optimizers.dspy_opt import DSPyConfig, DSPyOptimizer
 from promptopt.optimizers.feedback import FeedbackConfig, FeedbackOptimizer
 from promptopt.optimizers.fewshot import FewShotConfig, FewShotOptimizer
+from promptopt.optimizers.gradient_text import GradientTextConfig, GradientTextOptimizer
 from promptopt.optimizers.ics import ICSConfig, ICSOptimizer
 from promptopt.optimizers.opro import OPROConfig, OPROOptimizer
 from promptopt.optimizers.pe2 import PE2Config, PE2Optimizer
@@ -34,6 +35,8 @@ __all__ = [
     "FeedbackOptimizer",
     "FewShotConfig",
     "FewShotOptimizer",
+    "GradientTextConfig",
+    "GradientTextOptimizer",
     "ICSConfig",
     "ICSOptimizer",
     "OPROConfig",

@@ -118,8 +118,20 @@ def dspy_case(teleprompter: str, workdir: Path) -> ContractCase:
                                label=None if teleprompter == "labeled" else f"dspy-{teleprompter}")  # fmt: skip
 
 
+TINY_GRADIENT_TEXT = {"batch_size": 4, "n_candidates": 3, "minibatch_size": 2, "race_stages": 2, "steps": 3, "top_k": 8}
+"""gradient_text on the tiny model: three steps of three single-token swaps, raced on 2 then 4 dev examples."""
+
+
+def gradient_text_case(workdir: Path) -> ContractCase:
+    """``gradient_text`` on the tiny random Llama: token gradients on the animal task, resumed halfway."""
+    model = functools.partial(tiny_model, workdir)
+    return ContractCase(optimizer="gradient_text", settings=TINY_GRADIENT_TEXT, model=model, task=animal_task(),
+                        budget_calls=70, requires=("torch", "transformers", "peft"))  # fmt: skip
+
+
 SPECIAL_CASES: dict[str, Callable[[Path], ContractCase]] = {
     "soft_prompt": soft_prompt_case,
+    "gradient_text": gradient_text_case,
     "auto-trainable": auto_trainable_case,
     "dspy": functools.partial(dspy_case, "labeled"),
     "dspy-mipro": functools.partial(dspy_case, "mipro"),
