@@ -43,7 +43,7 @@ def describe_models() -> list[dict[str, str]]:
         {
             "spec": "litellm:<provider/model>",
             "backend": "litellm",
-            "description": "any litellm provider; api_base= for servers",
+            "description": "any litellm provider; api_base= (one or a list) for servers, tokenizer= to score labels",
         },
         {"spec": "fake:echo", "backend": "fake", "description": "deterministic fake model (tests, docs)"},
     ]
