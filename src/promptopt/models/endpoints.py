@@ -97,8 +97,6 @@ class Endpoint:
     in_flight: int = 0
     fails: int = 0
     cooldown_until: float = 0.0
-    requests: int = 0
-    """Attempts sent here (for load-spread checks)."""
 
     async def pace(self, tokens: int) -> None:
         """Wait for this endpoint's request and token rate limits (every attempt counts against them)."""
@@ -139,12 +137,11 @@ class EndpointPool:
         self._turn += 1
         endpoint = min(ready, key=lambda e: (e.in_flight, (self.endpoints.index(e) - self._turn) % len(self.endpoints)))
         endpoint.in_flight += 1
-        endpoint.requests += 1
         return endpoint
 
     def done(self, endpoint: Endpoint, failure: BaseException | None, retryable: bool) -> bool:
         """Record an attempt's outcome; True when a retry can go to another available endpoint at once."""
-        endpoint.in_flight -= 1
+        self.release(endpoint)
         if failure is None:
             endpoint.fails = 0
             return False
@@ -155,6 +152,10 @@ class EndpointPool:
                 endpoint.fails = 0
         now = self._clock()
         return any(e is not endpoint and e.cooldown_until <= now for e in self.endpoints)
+
+    def release(self, endpoint: Endpoint) -> None:
+        """An attempt on ``endpoint`` ended (:meth:`done` calls it; alone for a cancelled attempt)."""
+        endpoint.in_flight -= 1
 
     def describe(self) -> str:
         """The endpoints for messages (``api_base`` values, or the provider's default)."""

@@ -341,11 +341,10 @@ class LiteLLMModel:
         return completion if completion is not None else Completion(error=error)
 
     async def _attempts(
-        self, send: Callable[[Endpoint], Awaitable[T]], tokens: int, semaphore: asyncio.Semaphore | None = None
+        self, send: Callable[[Endpoint], Awaitable[T]], tokens: int, semaphore: asyncio.Semaphore
     ) -> tuple[T | None, str | None]:
-        """``send(endpoint)`` with retries (each attempt on the endpoint the pool picks, paced by its limits):
-        (result, None), or (None, the last error described)."""
-        semaphore = semaphore or asyncio.Semaphore(self._max_concurrency)
+        """``send(endpoint)`` with retries (each attempt on the endpoint the pool picks, paced by its limits, at most
+        ``semaphore``'s count at once): (result, None), or (None, the last error described)."""
         attempt = 0
         while True:
             async with semaphore:
@@ -356,6 +355,9 @@ class LiteLLMModel:
                     result = await asyncio.wait_for(send(endpoint), self._timeout + 5)
                 except Exception as exc:
                     failure: Exception | None = exc
+                except BaseException:  # cancelled: the attempt ends, telling nothing about the endpoint
+                    self._pool.release(endpoint)
+                    raise
                 else:
                     failure = None
                 failover = self._pool.done(endpoint, failure, failure is not None and _retryable(failure))
