@@ -1,4 +1,5 @@
-"""The Python API's entry points: :func:`optimize`, :func:`evaluate`, :func:`resume`, :func:`spread`.
+"""The Python API's entry points: :func:`optimize`, :func:`evaluate`, :func:`resume`, :func:`spread`,
+:func:`robustness`.
 
 They resolve names (tasks, optimizers, models, caches), check the settings before anything is spent, and hand
 the run to :class:`promptopt.run.loop.Run`.
@@ -16,6 +17,7 @@ from promptopt.core.exceptions import ConfigError
 from promptopt.core.task import Task
 from promptopt.core.taskfile import load_task
 from promptopt.evaluation.evaluator import EvalResult, Evaluator, Mode
+from promptopt.evaluation.rephrasing import RephrasingResult, rephrasing_spread
 from promptopt.evaluation.spread import SpreadResult, format_spread
 from promptopt.models import Model, get_model
 from promptopt.models.budget import DEFAULT_MAX_ERRORS, Budget, BudgetTracker, ErrorLimit
@@ -23,8 +25,11 @@ from promptopt.models.cache import ResponseCache, open_cache
 from promptopt.models.client import ModelClient
 from promptopt.optimizers.base import Optimizer
 from promptopt.optimizers.config import is_one_of
+from promptopt.optimizers.paraphrases import Source, paraphrase_set
 from promptopt.optimizers.planning import refuse_small_budget
 from promptopt.optimizers.presets import build_optimizer, load_optimizer
+from promptopt.optimizers.proposer import Proposer
+from promptopt.prompts.equivalence import Equivalence
 from promptopt.run.callbacks import Callback, EvaluationProgress, RunFinished, RunStarted
 from promptopt.run.history import TrialRecord
 from promptopt.run.loop import SELECTIONS, Run, Selection, require_score
@@ -295,4 +300,70 @@ def spread(
     evaluator = Evaluator(task_obj, client, mode=mode)
     return format_spread(
         evaluator, prompt or task_obj.seed_prompt(), n_formats=n_formats, seed=seed, examples=examples, split=split
+    )
+
+
+def robustness(
+    task: Task | str,
+    model: Model | str = "smollm2",
+    prompt: Prompt | None = None,
+    *,
+    paraphrases: int = 8,
+    proposer: Model | str | None = None,
+    proposals: int | None = None,
+    source: Source = "both",
+    embedder: str = "auto",
+    seed: int = 0,
+    split: str = "test",
+    limit: int | None = None,
+    cache: ResponseCache | str | Path | bool = True,
+    batch_size: int = 32,
+    mode: Mode = "auto",
+    tracker: BudgetTracker | None = None,
+) -> RephrasingResult:
+    """Rephrasing robustness of ``prompt`` (default: the task's seed prompt): its score as written and under up to
+    ``paraphrases`` semantically equivalent instructions on the first ``limit`` examples of ``split`` — the API
+    behind ``promptopt robustness``.
+
+    The paraphrases (:func:`promptopt.optimizers.paraphrases.paraphrase_set`) are the ``proposer``'s (default:
+    ``model``; ``proposals`` asks, default ``2 * paraphrases``) and the rule-based ones, screened for equivalence
+    (``embedder``: ``auto``, ``minilm`` or ``tfidf``); ``source`` = ``rules`` needs no proposer calls.
+    """
+    task_obj = load_task(task) if isinstance(task, str) else task
+    if split not in task_obj.splits:
+        raise ConfigError(f"unknown split {split!r}; use one of {sorted(task_obj.splits)}.", field="split")
+    if paraphrases < 1:
+        raise ConfigError(f"must be >= 1, got {paraphrases}.", field="paraphrases")
+    examples = task_obj.splits[split][:limit] if limit else task_obj.splits[split]
+    tracker = tracker or BudgetTracker()
+    cache_obj = open_cache(cache)
+    model_obj = get_model(model)
+    client = ModelClient(model_obj, cache=cache_obj, budget=tracker, batch_size=batch_size)
+    start = prompt or task_obj.seed_prompt()
+    writer = None
+    if source != "rules":
+        proposer_obj = model_obj if proposer is None or proposer == model else get_model(proposer)
+        writer = Proposer(
+            ModelClient(proposer_obj, cache=cache_obj, budget=tracker, role="proposer", batch_size=batch_size),
+            temperature=0.9,
+            max_tokens=96,
+        )
+    found = paraphrase_set(
+        start,
+        paraphrases,
+        labels=task_obj.labels or (),
+        proposer=writer,
+        n_proposals=proposals if proposals is not None else 2 * paraphrases,
+        source=source,
+        bounds=Equivalence(embedder=embedder),
+        seed=seed,
+    )
+    return rephrasing_spread(
+        Evaluator(task_obj, client, mode=mode),
+        start,
+        [(p.source, p.text) for p in found.paraphrases],
+        examples=examples,
+        split=split,
+        rejected=found.rejected,
+        proposed=found.proposed,
     )

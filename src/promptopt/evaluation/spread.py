@@ -6,7 +6,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from promptopt.core.candidate import Prompt
 from promptopt.prompts.formats import Format, apply_format, has_options, sample_formats
@@ -17,12 +17,18 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class SpreadResult:
-    """Scores of one prompt under several formats (``results[0]`` is the prompt as written)."""
+class ScoreSpread:
+    """Scores of one prompt under several variants (``results[0]`` is the prompt as written): the min / median /
+    max interval and a per-variant table. :class:`SpreadResult` varies the format; ``promptopt robustness`` the
+    instruction (:class:`promptopt.evaluation.rephrasing.RephrasingResult`)."""
 
     prompt_id: str
-    formats: tuple[Format, ...]
     results: tuple[EvalResult, ...]
+    kind: ClassVar[str] = "variants"
+
+    def variant(self, i: int) -> dict[str, Any]:
+        """Variant ``i`` as the summary's table shows it (besides its mean and CI)."""
+        raise NotImplementedError
 
     @property
     def means(self) -> list[float]:
@@ -51,25 +57,34 @@ class SpreadResult:
             "split": r0.split,
             "n": r0.n,
             "metric": r0.metric,
-            "n_formats": len(self.formats),
+            f"n_{self.kind}": len(self.results),
             "original": r0.mean,
             "min": self.min,
             "median": self.median,
             "max": self.max,
             "spread": self.spread,
-            "formats": [
-                {"format": f.describe(), **f.to_dict(), "mean": r.mean, "ci": list(r.ci)}
-                for f, r in zip(self.formats, self.results, strict=True)
-            ],
+            self.kind: [{**self.variant(i), "mean": r.mean, "ci": list(r.ci)} for i, r in enumerate(self.results)],
         }
 
     def format(self) -> str:
         r0 = self.results[0]
         return (
-            f"{r0.metric} over {len(self.formats)} formats on {r0.split} (n={r0.n}): "
+            f"{r0.metric} over {len(self.results)} {self.kind} on {r0.split} (n={r0.n}): "
             f"min {self.min:.3f} · median {self.median:.3f} · max {self.max:.3f} "
             f"(spread {self.spread:.3f}; as written {r0.mean:.3f})"
         )
+
+
+@dataclass(frozen=True)
+class SpreadResult(ScoreSpread):
+    """Scores of one prompt under several formats (``results[0]`` is the prompt as written)."""
+
+    formats: tuple[Format, ...]
+    kind: ClassVar[str] = "formats"
+
+    def variant(self, i: int) -> dict[str, Any]:
+        f = self.formats[i]
+        return {"format": f.describe(), **f.to_dict()}
 
 
 def format_spread(
