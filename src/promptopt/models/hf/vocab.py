@@ -41,12 +41,13 @@ def round_trips(tokenizer: Any, ids: Sequence[int]) -> bool:
     return text == text.strip() and encode_text(tokenizer, text) == list(ids)
 
 
-def nearest_tokens(table: Any, vectors: Any, mask: Any | None = None) -> list[int]:
+def nearest_tokens(table: Any, vectors: Any, mask: Any | None = None) -> tuple[list[int], list[float]]:
     """For each row of ``vectors`` (n, dim), the id of the most cosine-similar row of the embedding ``table``
-    (vocab, dim), among the ids ``mask`` allows (all when None)."""
+    (vocab, dim) among the ids ``mask`` allows (all when None), and that cosine similarity."""
     table = torch.nn.functional.normalize(table.detach().float(), dim=-1)
     vectors = torch.nn.functional.normalize(vectors.detach().float().to(table.device), dim=-1)
     similarity = vectors @ table.T
     if mask is not None:
         similarity[:, ~mask.to(table.device)] = -float("inf")
-    return [int(i) for i in similarity.argmax(-1)]
+    best = similarity.max(-1)
+    return [int(i) for i in best.indices], [float(v) for v in best.values]
