@@ -22,7 +22,8 @@ task's template) and is scored by ``ctx.evaluate`` like every candidate; its hel
 runner. A stop inside DSPy (budget, a callback) ends the run with the best so far (the seed prompt); an error
 inside DSPy's compile (MIPROv2 raises ``AdapterParseError`` when no proposal parses) ends the optimizer with a note.
 Outputs DSPy cannot parse (small models rarely write its ``[[ ## field ## ]]`` markers) score 0 inside DSPy; they are
-counted and reported in the result's notes. Runs with ``num_threads=1`` and DSPy's cache off; seeded by the run seed.
+counted and reported in the result's notes; DSPy's own logs and prints go to ``dspy.log`` in the run directory.
+Runs with ``num_threads=1`` and DSPy's cache off; seeded by the run seed.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import random
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from promptopt.core.dspy_interop import dspy_metric, from_dspy
@@ -104,9 +106,10 @@ class DSPyOptimizer(Optimizer):
         trainset = [to_dspy_example(ex, inputs) for ex in train]
         valset = [to_dspy_example(ex, inputs) for ex in task.dev]
         parses = parse_counter(dspy)
+        log = ctx.artifacts / "dspy.log" if ctx.artifacts is not None else None
         self.notes = ()
         try:
-            with quiet_dspy(), dspy.context(lm=task_lm, callbacks=[parses], num_threads=1, max_errors=NO_LIMIT):
+            with dspy_output(log), dspy.context(lm=task_lm, callbacks=[parses], num_threads=1, max_errors=NO_LIMIT):
                 student = seed_prompt.to_dspy(task)
                 program = self._compile(
                     dspy, student, trainset, valset, dspy_metric(task), task_lm, prompt_lm, ctx.seed
@@ -159,17 +162,21 @@ class DSPyOptimizer(Optimizer):
 
 
 @contextlib.contextmanager
-def quiet_dspy() -> Iterator[None]:
-    """DSPy's loggers at CRITICAL only and its prints (progress bars, "Bootstrapping set …") discarded: DSPy logs
-    every failed parse at ERROR, the notes count them instead, and the run reports its own progress."""
+def dspy_output(path: Path | None) -> Iterator[None]:
+    """DSPy's logs (an ERROR line per failed parse) and prints go to ``path`` (``dspy.log`` in the run directory;
+    nowhere without one) while DSPy compiles: the result's notes count the parse failures instead. (DSPy's tqdm bars
+    on stderr stay: the run's own progress bars are drawn there too.)"""
     logger = logging.getLogger("dspy")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        logger.setLevel(level)
+    saved = logger.level, logger.propagate, list(logger.handlers)
+    with open(path, "a", encoding="utf-8") if path is not None else io.StringIO() as sink:
+        logger.handlers, logger.propagate = [logging.StreamHandler(sink)], False
+        logger.setLevel(logging.INFO)
+        try:
+            with contextlib.redirect_stdout(sink):  # not stderr: the run's progress bars are drawn there
+                yield
+        finally:
+            logger.setLevel(saved[0])
+            logger.propagate, logger.handlers = saved[1], saved[2]
 
 
 def parse_counter(dspy: Any) -> Any:

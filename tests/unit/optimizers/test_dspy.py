@@ -98,3 +98,12 @@ def test_a_budget_spent_inside_dspy_ends_the_run_with_the_best_so_far() -> None:
 def test_a_budget_below_the_final_evaluation_is_refused_before_any_call() -> None:
     with pytest.raises(ConfigError, match="dspy"):
         optimize("dspy-labeled", calls=len(make_toy_task().dev) * 2 - 1)
+
+
+def test_dspys_logs_go_to_the_run_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    opt = promptopt.load_optimizer("dspy-bootstrap", **TINY)
+    model = dspy_toy_model(markers=False)
+    promptopt.optimize(make_toy_task(), opt, model, budget=promptopt.Budget(max_calls=200), run_dir=tmp_path / "run")
+    log = (tmp_path / "run" / "dspy.log").read_text(encoding="utf-8")
+    assert "Failed to run or to evaluate example" in log and "Bootstrapped 0 full traces" in log
+    assert "Bootstrapped" not in capsys.readouterr().out  # DSPy's prints stay out of the run's output
