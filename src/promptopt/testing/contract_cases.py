@@ -118,7 +118,9 @@ def dspy_case(teleprompter: str, workdir: Path) -> ContractCase:
                                label=None if teleprompter == "labeled" else f"dspy-{teleprompter}")  # fmt: skip
 
 
-TINY_GRADIENT_TEXT = {"batch_size": 4, "n_candidates": 3, "minibatch_size": 2, "race_stages": 2, "steps": 3, "top_k": 8}
+TINY_GRADIENT_TEXT: dict[str, Any] = dict(
+    batch_size=4, n_candidates=3, minibatch_size=2, race_stages=2, steps=3, top_k=8
+)
 """gradient_text on the tiny model: three steps of three single-token swaps, raced on 2 then 4 dev examples."""
 
 
