@@ -18,8 +18,9 @@ DSPy calls the task model through the run's task client and proposes instruction
 reflection) through its proposer client (:func:`promptopt.models.dspy_lm.dspy_lm`): one cache, one budget, role
 ``task`` or ``proposer``. The calls to score the compiled prompt on dev are reserved: DSPy stops when only they are
 left. The compiled program comes back as a :class:`~promptopt.core.candidate.Prompt` (instruction + demos in the
-task's template) and is scored by ``ctx.evaluate`` like every candidate; its held-out test score comes from the
-runner. A stop inside DSPy (budget, a callback) ends the run with the best so far (the seed prompt); an error
+task's template; demos as chat turns with the instruction in the system message, ``demo_format: turns_system``, as
+DSPy's ChatAdapter shows them) and is scored by ``ctx.evaluate`` like every candidate; its held-out test score comes
+from the runner. A stop inside DSPy (budget, a callback) ends the run with the best so far (the seed prompt); an error
 inside DSPy's compile (MIPROv2 raises ``AdapterParseError`` when no proposal parses) ends the optimizer with a note.
 Outputs DSPy cannot parse (small models rarely write its ``[[ ## field ## ]]`` markers) score 0 inside DSPy; they are
 counted and reported in the result's notes; DSPy's own logs and prints go to ``dspy.log`` in the run directory.
@@ -29,6 +30,7 @@ Runs with ``num_threads=1`` and DSPy's cache off; seeded by the run seed.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import logging
 import random
@@ -38,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from promptopt.core.candidate import DemoFormat
 from promptopt.core.dspy_interop import dspy_metric, from_dspy
 from promptopt.core.dspy_values import dspy_module, input_names, to_dspy_example
 from promptopt.core.exceptions import BudgetExhausted, ConfigError
@@ -68,6 +71,10 @@ class DSPyConfig(OptimizerConfig):
     metric_calls: int = field(default=60, metadata={"min": 1, "help": "GEPA max_metric_calls (auto off)"})
     answer_tokens: int = field(default=32, metadata={"min": 1, "help": "new tokens for DSPy's markers per answer"})
     proposer_tokens: int = field(default=160, metadata={"min": 1, "help": "new tokens per proposer call"})
+    demo_format: DemoFormat = field(
+        default="turns_system",
+        metadata={"help": "how the compiled prompt shows its demos (DSPy's ChatAdapter: turns_system)"},
+    )
 
 
 @register_optimizer("dspy")
@@ -125,6 +132,8 @@ class DSPyOptimizer(Optimizer):
         prompt = from_dspy(
             program, seed_prompt, inputs=inputs, origin=f"dspy-{c.teleprompter}", parse_failures=parses.failed
         )
+        if prompt.demos:  # shown as DSPy shows them; without demos the prompt stays in the task's own form
+            prompt = dataclasses.replace(prompt, demo_format=c.demo_format)
         ctx.evaluate(prompt)
         return None
 

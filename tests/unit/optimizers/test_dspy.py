@@ -10,9 +10,10 @@ import pytest
 from tests.unit.cli.test_cli import run as run_cli
 
 import promptopt
+from promptopt.core.candidate import Prompt
 from promptopt.core.exceptions import ConfigError
 from promptopt.testing import TOY_BEST_INSTRUCTION, make_toy_task, toy_expected_score
-from promptopt.testing.contracts import CountingModel
+from promptopt.testing.contracts import CountingModel, read_history
 from promptopt.testing.dspy_fakes import dspy_toy_model
 
 pytest.importorskip("dspy")
@@ -37,7 +38,7 @@ def test_presets_are_listed() -> None:
 
 
 def test_dspy_labeled_end_to_end_through_the_common_evaluator() -> None:
-    result, model = optimize("dspy-labeled")
+    result, model = optimize("dspy-labeled", demo_format="inline")  # the toy rule counts demos shown inline only
     task, best = make_toy_task(), result.best_prompt
     assert best.origin == "dspy-labeled" and len(best.demos) == 4 and best.instruction == task.instruction
     assert {d.id for d in best.demos} <= {ex.id for ex in task.train}  # LabeledFewShot: train examples, ids kept
@@ -98,6 +99,13 @@ def test_a_budget_spent_inside_dspy_ends_the_run_with_the_best_so_far() -> None:
 def test_a_budget_below_the_final_evaluation_is_refused_before_any_call() -> None:
     with pytest.raises(ConfigError, match="dspy"):
         optimize("dspy-labeled", calls=len(make_toy_task().dev) * 2 - 1)
+
+
+def test_compiled_demos_are_shown_as_dspy_shows_them(tmp_path: Path) -> None:
+    opt, run_dir = promptopt.load_optimizer("dspy-labeled"), tmp_path / "run"
+    promptopt.optimize(make_toy_task(), opt, dspy_toy_model(), cache=False, evaluate_test=False, run_dir=run_dir)
+    compiled = [Prompt.from_dict(r["prompt"]) for r in read_history(run_dir)][1:]
+    assert len(compiled) == 1 and compiled[0].demo_format == "turns_system" and len(compiled[0].demos) == 4
 
 
 def test_dspys_logs_go_to_the_run_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
