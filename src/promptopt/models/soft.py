@@ -198,6 +198,12 @@ class SoftPromptModel(HFModel):
         Tokenised like :meth:`score`. Gradients reach the model's weights too unless they are frozen
         (``model.requires_grad_(False)``).
         """
+        rows, _, tokens = self.nll_rows(pairs, eos=eos)
+        return rows.mean(), tokens
+
+    def nll_rows(self, pairs: Sequence[tuple[Messages, str]], *, eos: bool = False) -> tuple[Any, Any, int]:
+        """:meth:`nll` per pair (shape ``(n,)``), each pair's log-distribution over the vocabulary where its answer
+        starts (``(n, vocab)``: what the model would answer), and the tokens read."""
         rows = []
         for messages, target in pairs:
             text, ids = self._render(messages)
@@ -218,8 +224,10 @@ class SoftPromptModel(HFModel):
         out = self.model(
             inputs_embeds=self.embed(ids), attention_mask=mask, position_ids=positions, logits_to_keep=keep + 1
         )
-        logprobs = out.logits[:, :-1].float().log_softmax(-1).gather(-1, targets[..., None]).squeeze(-1)
-        return -(logprobs * weight).sum(-1).mean(), int(mask.sum())
+        logprobs = out.logits[:, :-1].float().log_softmax(-1)
+        picked = logprobs.gather(-1, targets[..., None]).squeeze(-1)
+        first = logprobs[torch.arange(len(rows), device=self.device), torch.tensor([keep - n for _, n in rows])]
+        return -(picked * weight).sum(-1), first, int(mask.sum())
 
 
 def soft_prompted(client: ModelClient, path: str | Path) -> ModelClient:

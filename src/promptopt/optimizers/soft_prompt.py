@@ -21,6 +21,10 @@ are the prompt, virtual and target tokens. Dev evaluations cost one call per exa
 state (soft prompt, AdamW and schedule state, data position) is saved after every step. A resumed run re-proposes the
 saved checkpoints (their scores come from the cache) and continues training from the saved state.
 
+**Robust soft prompt** (:mod:`promptopt.optimizers.soft_robust`): with ``paraphrases`` (or ``train_instructions``)
+each example is trained under ``paraphrases_per_example`` equivalent instructions per step, with a ``consistency`` term
+that makes their answer distributions agree; each render is one training call.
+
 **Task prompt vectors** (:mod:`promptopt.models.vectors`, needs a seeded ``init``): ``tpv`` starts from the init
 plus a weighted sum of stored task vectors (``{task: weight}``, or ``"all"``: every other task stored for
 this base model, init and seed, weight 1, or the plain init when there is none yet); ``save_vector`` stores
@@ -45,6 +49,7 @@ from promptopt.models.budget import Usage
 from promptopt.models.cache import promptopt_home
 from promptopt.optimizers.base import Optimizer, register_optimizer
 from promptopt.optimizers.config import OptimizerConfig
+from promptopt.optimizers.paraphrases import Source
 from promptopt.prompts.ics import render_all
 from promptopt.run.context import RunContext, RunState
 
@@ -81,6 +86,13 @@ class SoftPromptConfig(OptimizerConfig):
     )
     tpv_store: str | None = field(default=None, metadata={"help": "vector store dir ($PROMPTOPT_HOME/vectors)"})
     save_vector: bool = field(default=False, metadata={"help": "store this task's vector (best − init)"})
+    paraphrases: int = field(default=0, metadata={"min": 0, "help": "robust: paraphrases to train under; 0: off"})
+    paraphrase_source: Source = field(default="rules", metadata={"help": "rules | proposer | both"})
+    train_instructions: tuple[str, ...] | None = field(
+        default=None, metadata={"help": "robust: these equivalent instructions instead of generated paraphrases"}
+    )
+    paraphrases_per_example: int = field(default=2, metadata={"min": 1, "help": "robust: instructions per example"})
+    consistency: float = field(default=1.0, metadata={"min": 0.0, "help": "robust: weight of the consistency term"})
     start_from: StartFrom = field(
         default="seed",
         metadata={
@@ -88,6 +100,15 @@ class SoftPromptConfig(OptimizerConfig):
             "only if its paired dev gain over the seed has a 95% CI above 0"
         },
     )
+
+    @property
+    def robust(self) -> bool:
+        return bool(self.paraphrases or self.train_instructions)
+
+    @property
+    def calls_per_step(self) -> int:
+        """Training calls of one step: each example under ``paraphrases_per_example`` instructions when robust."""
+        return self.batch_size * (self.paraphrases_per_example if self.robust else 1)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -112,11 +133,11 @@ class SoftPromptOptimizer(Optimizer):
 
     def min_calls(self, task: Task) -> int:
         """One training step, then the dev evaluation of its checkpoint."""
-        return self.config.batch_size + len(task.dev)
+        return self.config.calls_per_step + len(task.dev)
 
     def checkpoint_calls(self, task: Task) -> int:
         """A full checkpoint: ``eval_every`` training steps, then its dev evaluation."""
-        return self.config.batch_size * self.config.eval_every + len(task.dev)
+        return self.config.calls_per_step * self.config.eval_every + len(task.dev)
 
     def run(self, ctx: RunContext) -> str | None:
         from promptopt.models.soft import trainable_model
@@ -267,7 +288,17 @@ class _Trainer:
         task = owner.ctx.task
         # each example as the model sees it under the start prompt (an ICS prompt: its first sub-prompt, with the
         # demos it picks for that example)
-        self.examples = [(render_all(seed, [ex])[0][0], ex.answer) for ex in training_examples(seed, task.train)]
+        train = training_examples(seed, task.train)
+        self.examples = [(render_all(seed, [ex])[0][0], ex.answer) for ex in train]
+        self.robust = None
+        if c.robust:
+            from promptopt.optimizers.soft_robust import paraphrase_training
+
+            self.robust = paraphrase_training(owner.ctx, c, seed, train)
+            owner.notes = (
+                *owner.notes,
+                f"robust soft prompt: trained under {len(self.robust.instructions)} instructions",
+            )
         self.eos = not task.is_classification
         self.dev_cost = len(task.dev)
         self.seed = owner.ctx.seed
@@ -302,9 +333,9 @@ class _Trainer:
                 continue
             limit = budget.budget.max_calls
             left = limit - budget.limited().calls if limit is not None else None
-            if left is not None and left < c.batch_size + self.dev_cost:
+            if left is not None and left < c.calls_per_step + self.dev_cost:
                 return self._final(f"call budget: {left} calls left, too few for a training step and a dev evaluation")
-            budget.allow("train", c.batch_size)  # raises BudgetExhausted for the time, token and cost limits
+            budget.allow("train", c.calls_per_step)  # raises BudgetExhausted for the time, token and cost limits
             self._train_step()
 
     def _final(self, reason: str) -> tuple[Path | None, str]:
@@ -312,10 +343,14 @@ class _Trainer:
 
     def _train_step(self) -> None:
         torch, c = self.torch, self.config
-        batch = [self.examples[i] for i in self._next_indices(c.batch_size)]
+        indices = self._next_indices(c.batch_size)
         self.optimizer.zero_grad(set_to_none=True)
         with self.autocast:
-            loss, tokens = self.model.nll(batch, eos=self.eos)
+            if self.robust is not None:
+                loss, tokens, calls = self.robust.loss(self.model, indices, self.step, eos=self.eos)
+            else:
+                loss, tokens = self.model.nll([self.examples[i] for i in indices], eos=self.eos)
+                calls = len(indices)
         loss.backward()
         if c.max_grad_norm:
             torch.nn.utils.clip_grad_norm_([self.param], c.max_grad_norm)
@@ -323,8 +358,8 @@ class _Trainer:
         self.scheduler.step()
         self.step += 1
         self.losses.append(loss.item())
-        self.owner.budget.charge("train", Usage(calls=len(batch), prompt_tokens=tokens))
-        self.owner.budget.note_calls("train", len(batch))
+        self.owner.budget.charge("train", Usage(calls=calls, prompt_tokens=tokens))
+        self.owner.budget.note_calls("train", calls)
         self._save()
 
     def _next_indices(self, n: int) -> list[int]:
