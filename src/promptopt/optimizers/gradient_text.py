@@ -228,10 +228,7 @@ class GradientTextOptimizer(Optimizer):
         """Race the step's candidates against ``current``; the winner's full-dev record if it was confirmed."""
         ctx = self.ctx
         parent = current.prompt
-        kids = [
-            parent.with_instruction(self.tokenizer.decode(ids), origin="gradient_text", step=ctx.next_step)
-            for ids in step.candidates
-        ]
+        kids = [self._child(parent, step, ids) for ids in step.candidates]
         if not self.sizes:  # dev too small to race on: every candidate on full dev
             return max(ctx.evaluate_all(kids), key=lambda r: r.mean, default=None)
         minibatch = ctx.rng.sample(dev, self.sizes[-1])
@@ -246,6 +243,15 @@ class GradientTextOptimizer(Optimizer):
         scored = current.result.by_example if current.result is not None else {}
         parent_mean = sum(scored.get(ex.id, 0.0) for ex in race.examples) / len(race.examples)
         return ctx.evaluate(best) if mean > parent_mean else None
+
+    def _child(self, parent: Prompt, step: _Step, ids: list[int]) -> Prompt:
+        """The candidate with span ``ids``; its meta names the swap and the step's train loss."""
+        pos = next(i for i, (a, b) in enumerate(zip(step.ids, ids, strict=True)) if a != b)
+        swap = f"{self.tokenizer.decode([step.ids[pos]])!r} -> {self.tokenizer.decode([ids[pos]])!r}"
+        text = self.tokenizer.decode(ids)
+        return parent.with_instruction(
+            text, origin="gradient_text", step=self.ctx.next_step, position=pos, swap=swap, train_loss=step.loss
+        )
 
     # -- budget --------------------------------------------------------------------------------------
     def _pass_calls(self, task: Task) -> int:
