@@ -2,10 +2,11 @@
 
 A rephrasing-robustness score only means something if every paraphrase asks for the same thing.
 :func:`why_not_equivalent` rejects, in this order, a rewrite that changes which of the task's label words it names
-(``labels_changed``), that drops or adds an answer-format constraint ("only", "one word", a quoted string, a number,
-"step by step" …: ``constraints_changed``), that flips a negation (``negation_changed``), whose length is out of
-bounds (``length``), or whose sentence embedding (:mod:`promptopt.prompts.embeddings`: MiniLM when installed,
-TF-IDF otherwise) is too far from the original's (``dissimilar``: a different task).
+or the options of an "a, b or c" list (``labels_changed``), that drops or adds an answer-format constraint ("only",
+"one word", a quoted string, a number, "step by step" …: ``constraints_changed``), that flips a negation
+(``negation_changed``), whose length is out of bounds (``length``), or whose sentence embedding
+(:mod:`promptopt.prompts.embeddings`: MiniLM when installed, TF-IDF otherwise) is too far from the original's
+(``dissimilar``: a different task).
 """
 
 from __future__ import annotations
@@ -55,6 +56,14 @@ def label_mentions(text: str, labels: Sequence[str]) -> frozenset[str]:
     return frozenset(lab for lab in labels if re.search(rf"(?<!\w){re.escape(lab.lower())}(?!\w)", low))
 
 
+_ALTERNATIVES = re.compile(r"[\w-]+(?:, [\w-]+)*,? or [\w-]+")
+
+
+def alternatives(text: str) -> frozenset[str]:
+    """The words of ``text``'s "a, b or c" lists: the answer options an instruction names, labels or not."""
+    return frozenset(w for m in _ALTERNATIVES.findall(text.lower()) for w in re.split(r",? or |, ", m))
+
+
 def constraints(text: str) -> frozenset[str]:
     """The answer-format constraints ``text`` states: :data:`CONSTRAINTS` names, quoted strings and numbers."""
     low = text.lower()
@@ -79,7 +88,9 @@ def why_not_equivalent(
     original: str, rewrite: str, *, labels: Sequence[str] = (), bounds: Equivalence = Equivalence()
 ) -> str | None:
     """Why ``rewrite`` is not an equivalent rephrasing of ``original`` (the module docstring's reasons), or None."""
-    if label_mentions(original, labels) != label_mentions(rewrite, labels):
+    if label_mentions(original, labels) != label_mentions(rewrite, labels) or (
+        alternatives(original) != alternatives(rewrite)
+    ):
         return "labels_changed"
     if constraints(original) != constraints(rewrite):
         return "constraints_changed"

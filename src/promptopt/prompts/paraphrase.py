@@ -17,11 +17,16 @@ import itertools
 import random
 import re
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
+
+from promptopt.prompts.formats import format_variants
 
 if TYPE_CHECKING:
     from promptopt.core.candidate import Prompt
     from promptopt.core.task import Task
+
+RobustOver = Literal["formats", "paraphrases"]
+"""The axis of optimizers' ``robust`` objective: FormatSpread formats or rule-based paraphrases of the instruction."""
 
 SYNONYMS = {
     "classify": "categorize",
@@ -125,6 +130,8 @@ def _polite(word: str) -> Callable[[str], str | None]:
     def change(sentence: str) -> str | None:
         if re.match(r"^(?:please|kindly)\b", sentence, re.IGNORECASE) or _QUESTION_WORD.match(sentence):
             return None
+        if _QUESTION_LEAD.match(sentence):
+            return None
         return f"{word} {_lower_first(sentence)}"
 
     return change
@@ -192,3 +199,11 @@ def paraphrase_variants(prompt: Prompt, task: Task, n: int, *, seed: int = 0) ->
     rules = rule_paraphrases(prompt.instruction, labels=task.labels or ())
     picked = random.Random(f"paraphrases:{seed}:{prompt.instruction}").sample(rules, min(n - 1, len(rules)))
     return [prompt, *(prompt.with_instruction(text, origin="paraphrase", rule=rule) for rule, text in picked)]
+
+
+def robust_variants(prompt: Prompt, task: Task, n: int, *, seed: int = 0, over: RobustOver = "formats") -> list[Prompt]:
+    """The variants the ``robust`` objective scores ``prompt`` in: :func:`format_variants` or
+    :func:`paraphrase_variants` (the first is ``prompt`` as written)."""
+    if over == "paraphrases":
+        return paraphrase_variants(prompt, task, n, seed=seed)
+    return format_variants(prompt, task, n, seed=seed)
