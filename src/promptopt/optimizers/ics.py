@@ -11,7 +11,8 @@ and still confirms them. ``vote`` and ``confidence`` over the same demo sets sha
 cache.
 
 With ``robust`` = ``mean`` or ``worst`` a candidate's screening score is the mean or the minimum over
-``n_robust_formats`` FormatSpread formats (:mod:`promptopt.prompts.formats`) instead of its score as written.
+``n_robust_formats`` FormatSpread formats (:mod:`promptopt.prompts.formats`) instead of its score as written — or,
+with ``robust_over: paraphrases``, over rule-based paraphrases of its instruction (:mod:`promptopt.prompts.paraphrase`).
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from promptopt.core.sampling import AGGREGATIONS, STRATEGIES, Aggregation, Strat
 from promptopt.optimizers.base import Optimizer, register_optimizer
 from promptopt.optimizers.config import OptimizerConfig
 from promptopt.optimizers.planning import affordable, eval_cost, subprompts, top_confirmation_cost
-from promptopt.prompts.formats import Robust, format_variants, robust_score
+from promptopt.prompts.formats import Robust, robust_score
 from promptopt.prompts.ics import make_ics_prompt
+from promptopt.prompts.paraphrase import RobustOver, robust_variants
 from promptopt.run.context import EvalRequest, RunContext
 
 if TYPE_CHECKING:
@@ -56,7 +58,8 @@ class ICSConfig(OptimizerConfig):
     minibatch_size: int = field(default=20, metadata={"min": 1, "help": "dev examples for screening"})
     top_k: int = field(default=3, metadata={"min": 1, "help": "candidates promoted to the full dev split"})
     robust: Robust = field(default="none", metadata={"help": "none, or mean/worst over formats"})
-    n_robust_formats: int = field(default=4, metadata={"min": 2, "help": "formats for the robust objective"})
+    n_robust_formats: int = field(default=4, metadata={"min": 2, "help": "variants for the robust objective"})
+    robust_over: RobustOver = field(default="formats", metadata={"help": "formats | paraphrases (of the instruction)"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -110,7 +113,9 @@ class ICSOptimizer(TupleSettingsMixin, Optimizer):
                 seen.add(p.id)
                 self.candidates.append(p)
         self.variants = {
-            p.id: format_variants(p, ctx.task, c.n_robust_formats, seed=ctx.seed) if c.robust != "none" else [p]
+            p.id: robust_variants(p, ctx.task, c.n_robust_formats, seed=ctx.seed, over=c.robust_over)
+            if c.robust != "none"
+            else [p]
             for p in self.candidates
         }
         # screen the candidates the budget pays for (cheapest first) on one dev minibatch, in every format
