@@ -26,6 +26,7 @@ from promptopt.cli.catalog import models_app, optimizers_app, tasks_app
 from promptopt.cli.compare import compare
 from promptopt.cli.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, print_error
 from promptopt.cli.report import report
+from promptopt.cli.robustness import robustness
 from promptopt.cli.run import evaluate, optimize, spread
 
 __all__ = ["app", "evaluate", "main", "optimize", "spread"]
@@ -109,6 +110,7 @@ def _root(
 app.command()(optimize)
 app.command()(evaluate)
 app.command()(spread)
+app.command()(robustness)
 app.command()(report)
 app.command()(compare)
 app.add_typer(tasks_app, name="tasks")
