@@ -18,7 +18,8 @@ trial is one ``study.ask()`` → a candidate scored on a dev minibatch drawn for
 ``study.tell()``; the runner does the evaluating, so budget, cache and history stay promptopt's. A trial whose
 candidate is already scored on full dev (the seed's own point) is told its minibatch score from that record
 without a model call. With ``robust`` = ``mean``/``worst`` a trial's value is the mean/minimum over
-``n_robust_formats`` formats instead (and ``format`` is not searched).
+``n_robust_formats`` formats instead (and ``format`` is not searched) — or, with ``robust_over: paraphrases``, over
+rule-based paraphrases of the candidate's instruction (:mod:`promptopt.prompts.paraphrase`).
 
 Confirmation on full dev: every ``full_eval_every`` trials the leader (best mean trial value, not yet scored on
 full dev), and at the end the ``n_confirm`` best such candidates. Under a call limit the search plans
@@ -63,7 +64,8 @@ from promptopt.optimizers.planning import affordable, eval_cost, subprompts
 from promptopt.optimizers.proposer import Proposer
 from promptopt.optimizers.screening import screen_proposals
 from promptopt.optimizers.structure_space import SearchSpace, StructureSearchConfig
-from promptopt.prompts.formats import format_variants, has_options, robust_score, sample_formats
+from promptopt.prompts.formats import has_options, robust_score, sample_formats
+from promptopt.prompts.paraphrase import robust_variants
 from promptopt.run.context import EvalRequest, RunContext
 
 if TYPE_CHECKING:
@@ -316,7 +318,9 @@ class StructureSearchOptimizer(TupleSettingsMixin):
             self._learn(prompt.id, value)
             return None
         variants = (
-            format_variants(prompt, self.ctx.task, self.config.n_robust_formats, seed=self.ctx.seed)
+            robust_variants(
+                prompt, self.ctx.task, self.config.n_robust_formats, seed=self.ctx.seed, over=self.config.robust_over
+            )
             if self.config.robust != "none"
             else [prompt]
         )

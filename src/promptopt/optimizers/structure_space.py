@@ -13,6 +13,7 @@ from promptopt.core.sampling import Aggregation, Strategy
 from promptopt.optimizers.config import OptimizerConfig
 from promptopt.prompts.formats import Format, Robust, apply_format
 from promptopt.prompts.ics import make_ics_prompt
+from promptopt.prompts.paraphrase import RobustOver
 
 if TYPE_CHECKING:
     from promptopt.core.data import Example
@@ -42,7 +43,8 @@ class StructureSearchConfig(OptimizerConfig):
     embedder: str = field(default="auto", metadata={"help": "auto, minilm or tfidf"})
     n_formats: int = field(default=1, metadata={"min": 1, "help": "FormatSpread formats searched"})
     robust: Robust = field(default="none", metadata={"help": "none, or mean/worst over formats"})
-    n_robust_formats: int = field(default=4, metadata={"min": 2, "help": "formats for the robust objective"})
+    n_robust_formats: int = field(default=4, metadata={"min": 2, "help": "variants for the robust objective"})
+    robust_over: RobustOver = field(default="formats", metadata={"help": "formats | paraphrases (of the instruction)"})
     n_startup_trials: int = field(default=8, metadata={"min": 1, "help": "random trials before TPE"})
     storage: str | None = field(default=None, metadata={"help": "Optuna storage URL (default: run dir sqlite)"})
     study_name: str | None = field(default=None, metadata={"help": "default promptopt-<task>-seed<seed>"})
@@ -86,7 +88,7 @@ class SearchSpace:
 
     @property
     def searches_format(self) -> bool:
-        return self.config.robust == "none" and len(self.formats) > 1
+        return (self.config.robust == "none" or self.config.robust_over == "paraphrases") and len(self.formats) > 1
 
     def plain_points(self) -> list[dict[str, Any]]:
         """The seed instruction as written: zero-shot, then with the plain shots in every demo format."""
