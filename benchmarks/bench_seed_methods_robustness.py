@@ -2,7 +2,8 @@
 
 On sst2, ii_sentiment and trec (the splits of ``bench_fewshot.py``: train 32 / dev 32 / test 100 from the task's seeded
 pool, its ``small_task`` helper), embedded SmolLM2-135M-Instruct as task model and proposer, seed 0, one fresh response
-cache per task (every method of a task shares it and the same test examples):
+cache per task under ``--work`` (every method of a task shares it and the same test examples; a restarted task reuses
+it):
 
 - the evaluation set: ``--paraphrases`` screened equivalent instructions of the seed instruction
   (:func:`promptopt.optimizers.paraphrases.paraphrase_set`: 16 proposer rewrites screened first, rule-based ones to fill
@@ -27,13 +28,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from bench_fewshot import RESULTS, small_task
 from provenance import provenance
+
+from promptopt.models.cache import promptopt_home
 
 TASKS = ("sst2", "ii_sentiment", "trec")
 METHODS = ("seed", "soft", "soft-robust", "structure-search-robust")
@@ -130,7 +133,7 @@ def cell(model: Any, name: str, method: str, args: argparse.Namespace, work: Pat
         spend["n_demos"] = len(prompt.demos)
     started = time.monotonic()
     out = spread(task, client, prompt, found)
-    return {**out, **spend, "eval_seconds": round(time.monotonic() - started, 1), "eval_calls": tracker.total().calls}
+    return {**out, **spend, "eval_seconds": round(time.monotonic() - started, 1), "eval_calls": tracker.total.calls}
 
 
 def rule_set(task: Any) -> list[tuple[str, str]]:
@@ -189,6 +192,7 @@ def main() -> None:
     parser.add_argument("--train-paraphrases", type=int, default=4, help="robust soft prompt's training instructions")
     parser.add_argument("--steps", type=int, default=12, help="soft prompt training steps")
     parser.add_argument("--budget", type=int, default=300, help="structure_search calls")
+    parser.add_argument("--work", type=Path, default=promptopt_home() / "bench" / "seed_methods_robustness")
     parser.add_argument("--rerun", action="store_true")
     parser.add_argument("--report", action="store_true", help="only rewrite the .md from the .json")
     args = parser.parse_args()
@@ -201,15 +205,18 @@ def main() -> None:
     model = get_model("smollm2")
     report.update(provenance=provenance(), paraphrases=args.paraphrases, steps=args.steps, budget=args.budget)
     for name in args.tasks.split(","):
-        with tempfile.TemporaryDirectory() as tmp:  # one fresh cache per task, shared by its methods
-            for method in args.methods.split(","):
-                if method in report["rows"].get(name, {}) and not args.rerun:
-                    continue
-                load = [round(x, 2) for x in os.getloadavg()]
-                c = cell(model, name, method, args, Path(tmp))
-                report["rows"].setdefault(name, {})[method] = {**c, "load_start": load}
-                save(report)
-                print(f"{name} {method}: {_interval(c)} (spread {c['spread']:.2f})", flush=True)
+        work = args.work / name  # one cache per task, shared by its methods; fresh unless the task was started
+        if not report["rows"].get(name) or args.rerun:
+            shutil.rmtree(work, ignore_errors=True)
+        for method in args.methods.split(","):
+            if method in report["rows"].get(name, {}) and not args.rerun:
+                continue
+            shutil.rmtree(work / method, ignore_errors=True)  # an interrupted run of this method
+            load = [round(x, 2) for x in os.getloadavg()]
+            c = cell(model, name, method, args, work)
+            report["rows"].setdefault(name, {})[method] = {**c, "load_start": load}
+            save(report)
+            print(f"{name} {method}: {_interval(c)} (spread {c['spread']:.2f})", flush=True)
 
 
 if __name__ == "__main__":
