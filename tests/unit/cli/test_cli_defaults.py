@@ -16,7 +16,12 @@ from promptopt import api
 from promptopt.cli.app import app
 from promptopt.models.budget import Budget, BudgetTracker, ErrorLimit
 
-API: dict[str, Callable[..., Any]] = {"optimize": api.optimize, "evaluate": api.evaluate, "spread": api.spread}
+API: dict[str, Callable[..., Any]] = {
+    "optimize": api.optimize,
+    "evaluate": api.evaluate,
+    "spread": api.spread,
+    "robustness": api.robustness,
+}
 
 RENAMED = {
     "spread": {"formats": "n_formats"},
@@ -74,6 +79,12 @@ NOT_MIRRORED = {
         "task": "the API's task has no default",
         "cache": "a path; unset passes the API's default (True: the default cache file), which a path cannot hold",
         "max_errors": "api.spread takes a tracker, not max_errors: checked against evaluate's default below",
+        "json_out": "CLI only: output format",
+    },
+    "robustness": {
+        "task": "the API's task has no default",
+        "cache": "a path; unset passes the API's default (True: the default cache file), which a path cannot hold",
+        "max_errors": "api.robustness takes a tracker, not max_errors: evaluate's default, as for spread",
         "json_out": "CLI only: output format",
     },
 }
