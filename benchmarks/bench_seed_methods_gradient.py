@@ -44,7 +44,8 @@ TASKS = ("sst2", "ii_antonyms", "ii_larger_animal", "ii_singular_to_plural", "tr
 """sst2 and trec, and three Instruction-Induction tasks where soft prompts beat the seed (results/fewshot.md)."""
 SOFT_OVERRIDES = {"eval_every": 6, "max_steps": 48}
 METHODS = (
-    "seed", "gradient_text", "gradient_text_generate", "soft_prompt", "projected_system", "projected_instruction",
+    "seed", "gradient_text", "seed_generate", "gradient_text_generate", "soft_prompt", "projected_system",
+    "projected_instruction",
 )  # fmt: skip
 
 
@@ -100,7 +101,7 @@ def run_task(name: str, model: Any, budget: int) -> dict[str, Any]:
                                                      root / "gt")  # fmt: skip
         row["gradient_text_run"]["instruction"] = gt.best_prompt.instruction
         row["gradient_text"] = cell(test.evaluate(gt.best_prompt, split="test"), seed)
-        row["gradient_text_generate"] = cell(generate.evaluate(gt.best_prompt, split="test"), seed)
+        generation(row, generate, gt.best_prompt)
         (root / "soft").mkdir()
         soft_opt = promptopt.load_optimizer("soft-prompt", **SOFT_OVERRIDES)
         soft, row["soft_prompt_run"] = run_optimizer(task, soft_opt, model, budget, root / "soft")
@@ -119,6 +120,26 @@ def run_task(name: str, model: Any, budget: int) -> dict[str, Any]:
             result = test.evaluate(projected_prompt(checkpoint, projection, where=where), split="test")
             row[f"projected_{where}"] = {**cell(result, seed), "vs_soft": compare(soft_test, result).to_dict()}
     return row
+
+
+def generation(row: dict[str, Any], generate: Evaluator, best: Prompt) -> None:
+    """The seed and the gradient_text prompt scored in generation mode (Δ against the seed in that mode)."""
+    seed = generate.evaluate(generate.task.seed_prompt(), split="test")
+    row["seed_generate"] = cell(seed)
+    row["gradient_text_generate"] = cell(generate.evaluate(best, split="test"), seed)
+
+
+def fill_generation(report: dict[str, Any], model: Any) -> None:
+    """Add the generation-mode cells to rows made before they were recorded (fresh cache per task)."""
+    for name, row in report["rows"].items():
+        if "seed_generate" in row:
+            continue
+        task = small_task(name)
+        with tempfile.TemporaryDirectory() as tmp:
+            client = ModelClient(model, cache=ResponseCache(Path(tmp) / "cache.sqlite"), budget=BudgetTracker())
+            best = task.seed_prompt().with_instruction(row["gradient_text_run"]["instruction"], origin="gradient_text")
+            generation(row, Evaluator(task, client, mode="generate"), best)
+        print(name, "generation mode:", row["seed_generate"]["mean"], row["gradient_text_generate"]["mean"], flush=True)
 
 
 def fmt(c: dict[str, Any] | None, key: str = "vs_seed") -> str:
@@ -145,11 +166,13 @@ def markdown(report: dict[str, Any]) -> str:
         "difference vs the seed prompt [95% Newcombe CI] (**bold**: above 0). gradient_text: preset "
         f"`gradient-text`; soft prompt: preset `soft-prompt` with {SOFT_OVERRIDES}; projected: the best soft-prompt "
         "checkpoint by dev, each virtual token replaced by its nearest allowed vocabulary token (cosine over the "
-        "input embeddings), at the start of the system message or before the instruction. `gradient_text (gen)`: "
-        "the same gradient_text prompt scored in generation mode (for the II tasks that is their only mode).",
+        "input embeddings), at the start of the system message or before the instruction. `(gen)`: the seed and the "
+        "gradient_text prompt scored in generation mode, Δ vs the seed in that mode (for the II tasks generation is "
+        "their only mode).",
         "",
-        "| task | seed | gradient_text | gradient_text (gen) | soft prompt | projected → system | projected → instr. |",
-        "|---|---|---|---|---|---|---|",
+        "| task | seed | gradient_text | seed (gen) | gradient_text (gen) | soft prompt | projected → system "
+        "| projected → instr. |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, row in report["rows"].items():
         cells = [fmt(row.get(m)) for m in METHODS]
@@ -183,11 +206,25 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="*", default=list(TASKS))
     parser.add_argument("--budget", type=int, default=300)
     parser.add_argument("--out", type=Path, default=RESULTS / "seed_methods_gradient")
+    parser.add_argument("--merge", type=Path, nargs="*", default=[], help="add the rows of other runs' .json files")
+    parser.add_argument("--fill-generation", action="store_true", help="only add missing generation-mode cells")
     args = parser.parse_args()
     from promptopt.models.hf import load_smollm2
 
     model = load_smollm2()
-    report: dict[str, Any] = {"provenance": provenance(), "budget": args.budget, "rows": {}}
+    out = args.out.with_suffix(".json")
+    report: dict[str, Any]
+    if args.merge or args.fill_generation:  # complete an existing report (its provenance kept, this run's added)
+        report = json.loads(out.read_text())
+        for other in args.merge:
+            report["rows"].update(json.loads(other.read_text())["rows"])
+        report.setdefault("completed_by", []).append(provenance())
+        if args.fill_generation:
+            fill_generation(report, model)
+        out.write_text(json.dumps(report, indent=1) + "\n")
+        args.out.with_suffix(".md").write_text(markdown(report))
+        return
+    report = {"provenance": provenance(), "budget": args.budget, "rows": {}}
     for name in args.tasks:
         started = time.monotonic()
         report["rows"][name] = run_task(name, model, args.budget)
