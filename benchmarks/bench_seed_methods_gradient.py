@@ -135,6 +135,9 @@ def fill_generation(report: dict[str, Any], model: Any) -> None:
         if "seed_generate" in row:
             continue
         task = small_task(name)
+        if not task.is_classification:  # generation is the task's own mode: the cells are the seed's and the run's
+            row["seed_generate"] = row["seed"]
+            continue
         with tempfile.TemporaryDirectory() as tmp:
             client = ModelClient(model, cache=ResponseCache(Path(tmp) / "cache.sqlite"), budget=BudgetTracker())
             best = task.seed_prompt().with_instruction(row["gradient_text_run"]["instruction"], origin="gradient_text")
