@@ -18,7 +18,8 @@ it):
   that instruction's own screened paraphrases.
 
 Each cell: the test score as written and under every paraphrase (min / median / max, 95% CIs per variant). Writes
-``benchmarks/results/seed_methods_robustness.{json,md}``; cells are merged, so a restart skips finished ones::
+``benchmarks/results/seed_methods_robustness.{json,md}``; cells are merged, so a restart skips finished ones, and one
+process per task (``--tasks``) may run at the same time::
 
     OMP_NUM_THREADS=1 python benchmarks/bench_seed_methods_robustness.py
 """
@@ -142,9 +143,13 @@ def rule_set(task: Any) -> list[tuple[str, str]]:
     return rule_paraphrases(task.instruction, labels=task.labels or ())
 
 
-def save(report: dict[str, Any]) -> None:
+def save(report: dict[str, Any], tasks: list[str]) -> None:
+    """Write ``report``'s rows of ``tasks`` into the results file, keeping the other tasks' rows there (one process
+    per task may run at the same time)."""
     RESULTS.mkdir(exist_ok=True)
-    tmp = JSON.with_suffix(".tmp")
+    on_disk = json.loads(JSON.read_text()) if JSON.is_file() else {"rows": {}}
+    report = {**report, "rows": {**on_disk["rows"], **{t: report["rows"][t] for t in tasks if t in report["rows"]}}}
+    tmp = JSON.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(report, indent=1) + "\n")
     tmp.replace(JSON)
     JSON.with_suffix(".md").write_text(markdown(report))
@@ -198,7 +203,7 @@ def main() -> None:
     args = parser.parse_args()
     report = json.loads(JSON.read_text()) if JSON.is_file() else {"rows": {}}
     if args.report:
-        save(report)
+        save(report, [])
         return
     from promptopt.models import get_model
 
@@ -215,7 +220,7 @@ def main() -> None:
             load = [round(x, 2) for x in os.getloadavg()]
             c = cell(model, name, method, args, work)
             report["rows"].setdefault(name, {})[method] = {**c, "load_start": load}
-            save(report)
+            save(report, [name])
             print(f"{name} {method}: {_interval(c)} (spread {c['spread']:.2f})", flush=True)
 
 
