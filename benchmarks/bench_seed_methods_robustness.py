@@ -144,11 +144,14 @@ def rule_set(task: Any) -> list[tuple[str, str]]:
 
 
 def save(report: dict[str, Any], tasks: list[str]) -> None:
-    """Write ``report``'s rows of ``tasks`` into the results file, keeping the other tasks' rows there (one process
-    per task may run at the same time)."""
+    """Write ``report``'s cells of ``tasks`` into the results file, keeping the other cells there (several processes
+    may run at the same time on different cells)."""
     RESULTS.mkdir(exist_ok=True)
     on_disk = json.loads(JSON.read_text()) if JSON.is_file() else {"rows": {}}
-    report = {**report, "rows": {**on_disk["rows"], **{t: report["rows"][t] for t in tasks if t in report["rows"]}}}
+    rows = on_disk["rows"]
+    for t in tasks:
+        rows[t] = {**rows.get(t, {}), **report["rows"].get(t, {})}
+    report = {**report, "rows": rows}
     tmp = JSON.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(report, indent=1) + "\n")
     tmp.replace(JSON)
