@@ -182,6 +182,21 @@ def markdown(report: dict[str, Any]) -> str:
             if c := row.get(m):
                 calls = c.get("train_calls", c.get("calls", "–"))
                 lines.append(f"| {name} | {m} | {c['original']:.2f} | {_interval(c)} | {c['spread']:.2f} | {calls} |")
+    lines += [
+        "",
+        "Spread, robust soft prompt vs plain soft prompt vs seed prompt (same paraphrases, same test examples):",
+        "",
+    ]
+    for name, row in report["rows"].items():
+        if all(m in row for m in ("seed", "soft", "soft-robust")):
+            r, p_, s_ = row["soft-robust"]["spread"], row["soft"]["spread"], row["seed"]["spread"]
+            lines.append(f"- {name}: {r:.2f} vs {p_:.2f} vs {s_:.2f} (robust − plain {r - p_:+.2f})")
+        if c := row.get("soft-robust"):
+            lines.append(f"  - robust soft prompt trained under: {c['train_instructions']}")
+        if c := row.get("structure-search-robust"):
+            lines.append(
+                f"  - structure_search's prompt: {c['instruction']!r}, {c['n_demos']} demos; {c['stop_reason']}"
+            )
     lines += ["", "Paraphrases (sources; rejected by screening):", ""]
     for name, row in report["rows"].items():
         if c := row.get("seed"):
