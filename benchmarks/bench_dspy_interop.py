@@ -47,11 +47,12 @@ def report() -> str:
         "",
         "Written by `benchmarks/bench_dspy_interop.py` from `dspy_interop.json` (each cell records its commit, command "
         "and load). SmolLM2-135M-Instruct, fp32 CPU, seed 0, one fresh cache per run. *in promptopt*: the `dspy` "
-        "optimizer's preset compiles through promptopt's client and the compiled prompt (instruction + demos, in the "
-        "task's template) is scored by promptopt's evaluator; calls = search calls (DSPy's compile + the dev "
-        "evaluations). *own venv*: `bench_fewshot.py`'s DSPy leg (`dspy_fewshot.py`, MIPROv2 `auto=light`), DSPy's own "
-        "answers parsed from its field markers; calls = compile calls at its engine. Cell: test mean [95% CI]; Δ = "
-        "paired difference vs the seed prompt on the same test examples.",
+        "optimizer's preset compiles through promptopt's client and the compiled prompt (instruction + demos in the "
+        "task's template, demos as chat turns with the instruction in the system message as DSPy shows them) is "
+        "scored by promptopt's evaluator; calls = search calls (DSPy's compile + the seed's and the compiled "
+        "prompt's dev evaluations). *own venv*: `bench_fewshot.py`'s DSPy leg (`dspy_fewshot.py`, MIPROv2 "
+        "`auto=light`), DSPy's own answers parsed from its field markers; calls = compile calls at its engine. "
+        "Cell: test mean [95% CI]; Δ = paired difference vs the seed prompt on the same test examples.",
         "",
         "| task | method | in promptopt | calls | own venv | calls | DSPy parse failures (in promptopt) |",
         "|---|---|---|---|---|---|---|",
@@ -64,6 +65,9 @@ def report() -> str:
             notes = "; ".join(n.split(":", 1)[1].split("(", 1)[0].strip() for n in c["notes"]) or "none"
             ours = f"{fmt_score(c['test'])} ({fmt_delta(c['vs_seed'])})" if c.get("vs_seed") else fmt_score(c["test"])
             lines.append(f"| {name} | {method} | {ours} | {c['calls']} | {old_cell} | {old_calls} | {notes} |")
+    missing = [f"{n} {m}" for n in rows for m in METHODS if m not in rows[n]]
+    if missing:
+        lines += ["", f"Not measured (no finished run): {', '.join(missing)}."]
     lines += ["", "Notes per run (the result's `notes`):", ""]
     for name, methods in rows.items():
         for method, c in methods.items():
