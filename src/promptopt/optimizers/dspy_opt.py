@@ -71,6 +71,11 @@ class DSPyConfig(OptimizerConfig):
     metric_calls: int = field(default=60, metadata={"min": 1, "help": "GEPA max_metric_calls (auto off)"})
     answer_tokens: int = field(default=32, metadata={"min": 1, "help": "new tokens for DSPy's markers per answer"})
     proposer_tokens: int = field(default=160, metadata={"min": 1, "help": "new tokens per proposer call"})
+    json_fallback: bool = field(
+        default=True,
+        metadata={"help": "DSPy's JSONAdapter retry after a failed ChatAdapter parse (a second call; off halves "
+                  "the calls of a model that never writes the markers)"},
+    )  # fmt: skip
     demo_format: DemoFormat = field(
         default="turns_system",
         metadata={"help": "how the compiled prompt shows its demos (DSPy's ChatAdapter: turns_system)"},
@@ -114,9 +119,13 @@ class DSPyOptimizer(Optimizer):
         valset = [to_dspy_example(ex, inputs) for ex in task.dev]
         parses = parse_counter(dspy)
         log = ctx.artifacts / "dspy.log" if ctx.artifacts is not None else None
+        adapter = dspy.ChatAdapter(use_json_adapter_fallback=c.json_fallback)
         self.notes = ()
         try:
-            with dspy_output(log), dspy.context(lm=task_lm, callbacks=[parses], num_threads=1, max_errors=NO_LIMIT):
+            with (
+                dspy_output(log),
+                dspy.context(lm=task_lm, adapter=adapter, callbacks=[parses], num_threads=1, max_errors=NO_LIMIT),
+            ):
                 student = seed_prompt.to_dspy(task)
                 program = self._compile(
                     dspy, student, trainset, valset, dspy_metric(task), task_lm, prompt_lm, ctx.seed

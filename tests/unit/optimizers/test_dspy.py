@@ -115,3 +115,11 @@ def test_dspys_logs_go_to_the_run_directory(tmp_path: Path, capsys: pytest.Captu
     log = (tmp_path / "run" / "dspy.log").read_text(encoding="utf-8")
     assert "Failed to run or to evaluate example" in log and "Bootstrapped 0 full traces" in log
     assert "Bootstrapped" not in capsys.readouterr().out  # DSPy's prints stay out of the run's output
+
+
+def test_without_the_json_fallback_a_failed_parse_costs_one_call_not_two() -> None:
+    with_fallback, _ = optimize("dspy-bootstrap", markers=False, **TINY)
+    without, _ = optimize("dspy-bootstrap", markers=False, json_fallback=False, **TINY)
+    n_train = len(make_toy_task().train)
+    assert with_fallback.spend.by_role["task"].calls - without.spend.by_role["task"].calls == n_train
+    assert "JSONAdapter" in with_fallback.notes[0] and "JSONAdapter" not in without.notes[0]
