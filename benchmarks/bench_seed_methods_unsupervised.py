@@ -45,11 +45,20 @@ def cell(model: Any, name: str, method: str, budget: int) -> dict[str, Any]:
 
 
 def save(report: dict[str, Any]) -> None:
+    """Merge ``report``'s cells into the results file under a lock (several processes may fill the table)."""
+    import fcntl
+
     RESULTS.mkdir(exist_ok=True)
-    tmp = JSON.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=1) + "\n")
-    tmp.replace(JSON)
-    JSON.with_suffix(".md").write_text(markdown(report))
+    with open(RESULTS / ".seed_methods_unsupervised.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        merged = json.loads(JSON.read_text()) if JSON.is_file() else {"rows": {}}
+        for name, row in report["rows"].items():
+            merged["rows"].setdefault(name, {}).update(row)
+        merged.update({k: v for k, v in report.items() if k != "rows"})
+        tmp = JSON.with_suffix(".tmp")
+        tmp.write_text(json.dumps(merged, indent=1) + "\n")
+        tmp.replace(JSON)
+        JSON.with_suffix(".md").write_text(markdown(merged))
 
 
 def markdown(report: dict[str, Any]) -> str:
