@@ -141,7 +141,8 @@ class RunContext:
 
     def choose(self, record: TrialRecord) -> None:
         """Make ``record`` (a complete full-dev trial) the run's result whatever the dev scores say: for an optimizer
-        that must not select by dev labels (``unsupervised``). Its dev score is still reported."""
+        that must not select by dev labels (``unsupervised``). Its dev score is still reported; ``select="significant"``
+        does not apply (it would compare dev scores)."""
         if not record.full or record.result is None:
             raise ValueError("choose() takes a complete full-dev trial record")
         self.state.chosen = record
