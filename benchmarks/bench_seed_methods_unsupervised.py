@@ -71,7 +71,9 @@ def markdown(report: dict[str, Any]) -> str:
         f"(fp32 CPU, label scoring); train 32 / dev 32 / test 100 (the `bench_fewshot.py` splits), "
         f"{report['budget']} calls per run (test not counted), a fresh cache per run, seed 0. `unsupervised` runs on "
         "the task with its train targets removed and selects by agreement with its pseudo-labels (never by dev "
-        "labels). Test mean [95% CI]; Δ = paired difference vs the seed prompt on the same test examples.",
+        "labels). Test mean [95% CI]; Δ = paired difference vs the seed prompt on the same test examples. The "
+        "table may be filled by several processes (the line above names the last; the JSON keeps each cell's load). "
+        "Last column: final demos whose pseudo-label is the true train label (checked after the run).",
         "",
         "| task | seed | unsupervised (0 labels) | fewshot (32 labels) | auto (32 labels) | pseudo-labeled demos |",
         "|---|---|---|---|---|---|",
