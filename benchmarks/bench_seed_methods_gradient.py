@@ -220,7 +220,9 @@ def main() -> None:
     if args.merge or args.fill_generation:  # complete an existing report (its provenance kept, this run's added)
         report = json.loads(out.read_text())
         for other in args.merge:
-            report["rows"].update(json.loads(other.read_text())["rows"])
+            part = json.loads(other.read_text())
+            report["rows"].update(part["rows"])
+            report.setdefault("merged", []).append({"rows": list(part["rows"]), "provenance": part["provenance"]})
         report.setdefault("completed_by", []).append(provenance())
         if args.fill_generation:
             fill_generation(report, model)
