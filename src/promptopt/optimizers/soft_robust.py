@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from promptopt.core.exceptions import ConfigError
-from promptopt.optimizers.paraphrases import paraphrase_set
+from promptopt.optimizers.paraphrases import Source, paraphrase_set
 from promptopt.optimizers.proposer import Proposer
 from promptopt.prompts.ics import render_all
 
@@ -24,8 +24,22 @@ if TYPE_CHECKING:
     from promptopt.core.candidate import Prompt
     from promptopt.core.data import Example
     from promptopt.models.soft import SoftPromptModel
-    from promptopt.optimizers.soft_prompt import SoftPromptConfig
     from promptopt.run.context import RunContext
+
+
+class RobustSettings(Protocol):
+    """The robust soft prompt's settings (fields of ``SoftPromptConfig``; a protocol, so no import cycle)."""
+
+    @property
+    def train_instructions(self) -> tuple[str, ...] | None: ...
+    @property
+    def paraphrases(self) -> int: ...
+    @property
+    def paraphrase_source(self) -> Source: ...
+    @property
+    def paraphrases_per_example(self) -> int: ...
+    @property
+    def consistency(self) -> float: ...
 
 
 def consistency(first_logprobs: Any, k: int) -> Any:
@@ -73,7 +87,7 @@ class ParaphraseTraining:
 
 
 def paraphrase_training(
-    ctx: RunContext, c: SoftPromptConfig, start: Prompt, train: Sequence[Example]
+    ctx: RunContext, c: RobustSettings, start: Prompt, train: Sequence[Example]
 ) -> ParaphraseTraining:
     """The instruction pool (``train_instructions``, or ``paraphrases`` screened paraphrases of ``start``'s
     instruction, from the rules and/or the run's proposer) and the robust loss over it."""
