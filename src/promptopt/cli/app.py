@@ -28,6 +28,7 @@ from promptopt.cli.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, print_err
 from promptopt.cli.report import report
 from promptopt.cli.robustness import robustness
 from promptopt.cli.run import evaluate, optimize, spread
+from promptopt.cli.worker import worker
 
 __all__ = ["app", "evaluate", "main", "optimize", "spread"]
 
@@ -113,6 +114,7 @@ app.command()(spread)
 app.command()(robustness)
 app.command()(report)
 app.command()(compare)
+app.command()(worker)
 app.add_typer(tasks_app, name="tasks")
 app.add_typer(optimizers_app, name="optimizers")
 app.add_typer(models_app, name="models")

@@ -104,6 +104,10 @@ CachePath = Annotated[
     typer.Option("--cache", help="Response cache file (default ~/.cache/promptopt), or a postgresql:// URL (shared)."),
 ]
 """Unset: the API's ``cache`` default (``True``, the default cache file) — a path option cannot hold ``True``."""
+StudyStorage = Annotated[
+    str | None, typer.Option("--storage", help="structure_search: Optuna storage URL shared by workers.")
+]
+StudyName = Annotated[str | None, typer.Option("--study", help="structure_search: the shared study's name.")]
 NoCache = Annotated[bool, typer.Option("--no-cache", help="Do not read or write the response cache.")]
 BatchSize = Annotated[int, typer.Option("--batch-size", help="Requests per model batch.")]
 MAX_ERRORS_HELP = (

@@ -50,6 +50,8 @@ from promptopt.cli.options import (
     Settings,
     ShowErrors,
     Split,
+    StudyName,
+    StudyStorage,
     TaskArgument,
     TaskModel,
     TaskName,
@@ -81,6 +83,8 @@ def optimize(
     api_base: ApiBase = None,
     model_opt: ModelOpts = [],  # noqa: B006
     cache: CachePath = None,
+    storage: StudyStorage = None,
+    study: StudyName = None,
     max_errors: MaxErrors = OPTIMIZE_MAX_ERRORS,
     no_test: NoTest = not OPTIMIZE["evaluate_test"],
     select: Select = OPTIMIZE["select"],
@@ -125,7 +129,8 @@ def optimize(
             from promptopt.core.taskfile import load_task
 
             task_obj = load_task(task_name)
-            opt = load_optimizer(optimizer, **parse_overrides(set_, "--set"))
+            shared = {k: v for k, v in (("storage", storage), ("study_name", study)) if v is not None}
+            opt = load_optimizer(optimizer, **parse_overrides(set_, "--set"), **shared)  # more: promptopt worker
             model_obj = build_model(model, api_base, model_opt)
             proposer_obj = build_model(proposer, api_base, model_opt, "--proposer")
             run_dir = new_run_dir(runs_dir, task_obj.name, optimizer)

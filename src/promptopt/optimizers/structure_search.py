@@ -34,27 +34,39 @@ fewer instructions).
 
 Persistence: the study lives in Optuna storage — ``storage`` (any Optuna RDB URL, e.g. PostgreSQL for
 several machines), by default ``sqlite:///<run_dir>/optuna.sqlite``, in memory without a run directory.
-The search space (instruction texts, induced by the first process to propose) is stored in the study, so
-workers and resumed runs share it. ``n_trials`` counts trials of the whole study. Several processes (each its
-own promptopt run, with the same ``storage`` and ``study_name``) work on one study. A resumed run (same run
-directory = same ``worker``) fails its own trials left RUNNING by the crash and re-queues their parameters;
-finished trials are never asked again, and leaders it had scored on full dev are re-scored from the response
-cache. A run stopped mid-trial (by a token, cost or time limit) leaves that trial RUNNING until its run
-directory is resumed; there is no heartbeat, so a worker that crashes and is never resumed leaves its trial
-RUNNING (and counted) for the others. The runner picks the best prompt among this worker's full-dev evaluations.
+The search space (instruction texts, induced by the first process to propose) and the creating run's settings
+are stored in the study, so workers (``promptopt worker --storage URL --study NAME``, each its own promptopt run)
+and resumed runs share it; ``n_trials`` counts trials of the whole study, and ``promptopt worker --finalize``
+merges every worker's trials into one leaderboard and result (:mod:`promptopt.cli.study_result`). With
+``storage`` set, each trial beats every ``heartbeat`` seconds (:mod:`promptopt.optimizers.structure_study`): a
+worker that dies (or stops mid-trial on its own budget) leaves a trial that the next worker asking fails after
+three missed beats and queues again, up to ``max_retry`` times; a worker that finds the study full waits while
+other workers' trials run, so such a retry is never left behind. A resumed run (same run directory = same
+``worker``) also fails its own trials left RUNNING by the crash and re-queues their parameters; finished trials
+are never asked again, and leaders it had scored on full dev are re-scored from the response cache. The runner
+picks the best prompt among this worker's full-dev evaluations. Share the response cache as well
+(``cache="postgresql://…"``, :class:`~promptopt.models.cache.PostgresResponseCache`) so that no worker pays a
+request another made.
+
+Only ``structure_search`` runs as a shared study. The meta-prompt family (APE, OPRO, PE2, APO, …) and the ICS
+search are sequential: each step's proposals are written from the scores of the step before (a beam, a
+trajectory, critiques), so there is no independent trial for another worker to take without changing the
+algorithm; their parallelism is the batch of evaluations within a step (``batch_size``, several endpoints),
+and several runs of them share one PostgreSQL response cache. ICS settings (K, strategy, aggregation) are
+searched here, as trials of the shared study.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from promptopt.core._imports import require
 from promptopt.core.candidate import Prompt
-from promptopt.core.exceptions import ConfigError
 from promptopt.core.messages import Message
 from promptopt.optimizers.base import register_optimizer
 from promptopt.optimizers.beam import score_on
@@ -63,10 +75,12 @@ from promptopt.optimizers.induction import induce, induction_prompts
 from promptopt.optimizers.planning import affordable, eval_cost, subprompts
 from promptopt.optimizers.proposer import Proposer
 from promptopt.optimizers.screening import screen_proposals
-from promptopt.optimizers.structure_space import SearchSpace, StructureSearchConfig
-from promptopt.prompts.formats import has_options, robust_score, sample_formats
+from promptopt.optimizers.structure_space import StructureSearchConfig
+from promptopt.optimizers.structure_study import RUN_CONFIG, ask, beating, fail_stale, make_space, open_storage
+from promptopt.prompts.formats import robust_score
 from promptopt.prompts.paraphrase import robust_variants
 from promptopt.run.context import EvalRequest, RunContext
+from promptopt.run.rundir import CONFIG_FILE, read_run_config
 
 if TYPE_CHECKING:
     from promptopt.core.task import Task
@@ -114,10 +128,11 @@ class StructureSearchOptimizer(TupleSettingsMixin):
             trial = self._ask()
             if trial is None:
                 continue
-            started = self._start(trial)
-            if started is not None:
-                prompt_id, requests = started
-                self._tell(trial, prompt_id, ctx.evaluate_all(requests))
+            with beating(self.storage, trial, self.beat):  # other workers retry it if this one dies
+                started = self._start(trial)
+                if started is not None:
+                    prompt_id, requests = started
+                    self._tell(trial, prompt_id, ctx.evaluate_all(requests))
 
     # -- the study --------------------------------------------------------------------------------
     def _open_study(self) -> None:
@@ -127,11 +142,8 @@ class StructureSearchOptimizer(TupleSettingsMixin):
         here = str(ctx.artifacts.resolve()) if ctx.artifacts else f"pid{os.getpid()}-{uuid.uuid4()}"
         self.worker = c.worker or here
         url = c.storage or (f"sqlite:///{ctx.artifacts.resolve() / 'optuna.sqlite'}" if ctx.artifacts else None)
-        # several workers on one SQLite file wait for each other's writes instead of failing at once
-        engine = {"connect_args": {"timeout": 60}} if url and url.startswith("sqlite") else None
-        self.storage = (
-            optuna.storages.RDBStorage(url, engine_kwargs=engine) if url else optuna.storages.InMemoryStorage()
-        )
+        self.beat = c.heartbeat if c.storage else 0  # a study of its own run directory has one worker
+        self.storage = open_storage(url, heartbeat=self.beat, max_retry=c.max_retry)
         sampler = optuna.samplers.TPESampler(seed=ctx.seed, n_startup_trials=c.n_startup_trials)
         self.study = optuna.create_study(
             study_name=c.study_name or f"promptopt-{ctx.task.name}-seed{ctx.seed}",
@@ -140,19 +152,12 @@ class StructureSearchOptimizer(TupleSettingsMixin):
             direction="maximize",
             load_if_exists=True,
         )
+        if ctx.artifacts and (ctx.artifacts / CONFIG_FILE).is_file() and RUN_CONFIG not in self.study.user_attrs:
+            self.study.set_user_attr(RUN_CONFIG, read_run_config(ctx.artifacts))  # for `promptopt worker`
         stored = self.study.user_attrs.get("instructions")
         self.induced = stored is not None
-        aggregations = [a for a in c.aggregations if a == "vote" or ctx.evaluator.resolved_mode == "score"]
-        if not aggregations:
-            raise ConfigError("aggregation 'confidence' needs label scoring; add 'vote'.", field="aggregations")
-        self.space = SearchSpace(
-            config=c,
-            task=ctx.task,
-            seed=ctx.seed,
-            formats=sample_formats(c.n_formats, seed=ctx.seed, enumeration=has_options(ctx.task)),
-            aggregations=aggregations,
-            instructions=list(stored) if stored is not None else [],
-        )
+        instructions = list(stored) if stored is not None else []
+        self.space = make_space(c, ctx.task, ctx.seed, instructions, ctx.evaluator.resolved_mode)
         self.values: dict[str, list[float]] = {}  # candidate id -> its trial values
         self.scored: dict[str, set[str]] = {}  # candidate id -> dev examples this run requested for it
         self.prompts: dict[str, Prompt] = {}
@@ -292,15 +297,19 @@ class StructureSearchOptimizer(TupleSettingsMixin):
     # -- one trial ------------------------------------------------------------------------------------
     def _ask(self) -> Any | None:
         """The next trial, or None (after :meth:`_close`) when the study is done or the budget cannot pay one."""
+        fail_stale(self.study)  # a dead worker's trial: failed, and queued again
         waiting = self.study.get_trials(deepcopy=False, states=(self.optuna.trial.TrialState.WAITING,))
         if not waiting and self._n_taken() >= self.config.n_trials:
+            if self.beat and self.study.get_trials(deepcopy=False, states=(self.optuna.trial.TrialState.RUNNING,)):
+                time.sleep(self.beat)  # another worker's trial: done soon, or its worker died and it is retried
+                return None
             self._close(over_budget=False)
             return None
         # a trial's exact cost is known once its parameters are suggested, and checked then (_requests)
         if not waiting and not self._fits(self._cheapest_trial(), self._ranked(), self._cheapest_confirmation()):
             self._close(over_budget=True)
             return None
-        trial = self.study.ask()  # a queued trial first, if any
+        trial = ask(self.study)  # a queued trial first, if any
         trial.set_user_attr("worker", self.worker)
         self.queued = bool(waiting)
         return trial

@@ -49,6 +49,8 @@ class StructureSearchConfig(OptimizerConfig):
     storage: str | None = field(default=None, metadata={"help": "Optuna storage URL (default: run dir sqlite)"})
     study_name: str | None = field(default=None, metadata={"help": "default promptopt-<task>-seed<seed>"})
     worker: str | None = field(default=None, metadata={"help": "this process's id (default: the run dir)"})
+    heartbeat: int = field(default=10, metadata={"min": 0, "help": "seconds between trial heartbeats with storage"})
+    max_retry: int = field(default=3, metadata={"min": 0, "help": "retries of a trial whose worker died"})
     temperature: float = field(default=0.9, metadata={"min": 0.0, "help": "proposer sampling temperature"})
     max_tokens: int = field(default=96, metadata={"min": 1, "help": "proposer reply length"})
 

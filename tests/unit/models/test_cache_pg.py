@@ -17,8 +17,7 @@ from promptopt import Budget, ConfigError, FakeModel, ModelClient
 from promptopt.core.messages import Message
 from promptopt.models.base import GenerationRequest
 from promptopt.models.budget import BudgetTracker
-from promptopt.models.cache import open_cache, request_key
-from promptopt.models.cache_pg import PostgresResponseCache, redact, sqlalchemy_url
+from promptopt.models.cache import PostgresResponseCache, open_cache, redact, request_key, sqlalchemy_url
 
 
 def req(text: str) -> GenerationRequest:
