@@ -28,4 +28,4 @@ def test_robustness_scores_the_prompt_under_rule_paraphrases(tmp_path: Path) -> 
 
 def test_robustness_refuses_an_unknown_source() -> None:
     result = runner.invoke(app, ["robustness", "--task", "sst2", "--model", "fake:echo", "--source", "magic"])
-    assert result.exit_code == 2 and "--source" in result.output
+    assert result.exit_code == 2 and "unknown source 'magic'" in result.output
