@@ -185,9 +185,9 @@ def projection(rows: list[dict[str, Any]], cost: dict[str, Any]) -> list[str]:
         "The measured database time includes the client side (SQLAlchemy and Optuna in Python, on this loaded "
         "machine), which runs in each worker in parallel; only the server's share is serialised, so this bound is "
         "pessimistic. The per-trial cost grows with the study (Optuna reads the study's trials to count them and "
-        "to sample TPE), so a study of thousands of trials costs more per trial than measured here; PostgreSQL serves connections "
-        "in parallel (one process each), so the serialised bound is pessimistic on a multi-core server, and 64 "
-        "workers need max_connections above 64 × 2 (storage + cache connection each)."
+        "to sample TPE), so a study of thousands of trials costs more per trial than measured here; PostgreSQL "
+        "serves connections in parallel (one process each), so the serialised bound is pessimistic on a multi-core "
+        "server, and 64 workers need max_connections above 64 × 2 (storage + cache connection each)."
     )
     return lines
 
