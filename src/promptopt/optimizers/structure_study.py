@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
     from promptopt.core.candidate import Prompt
     from promptopt.core.task import Task
 
+OPEN_ATTEMPTS = 5
+"""Tries to open a storage: the first workers on a new database race to create Optuna's tables."""
 RUN_CONFIG = "promptopt_run"
 """Study user attribute: the creating run's config.json (what a worker repeats)."""
 
@@ -46,19 +49,23 @@ def open_storage(url: str | None, *, heartbeat: int = 0, grace: int | None = Non
     # several workers on one SQLite file wait for each other's writes instead of failing at once
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     beat: dict[str, Any] = {}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            if heartbeat > 0:
-                retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)  # Optuna >= 4.9
-                key = "heartbeat_stale_trial_callback" if retry is not None else "failed_trial_callback"
-                retry = retry or optuna.storages.RetryFailedTrialCallback
-                beat = {"heartbeat_interval": heartbeat, "grace_period": grace or 3 * heartbeat, key: retry(max_retry)}
-            return optuna.storages.RDBStorage(sqlalchemy_url(url), engine_kwargs=engine, **beat)
-    except Exception as exc:  # SQLAlchemy's errors (an optional import)
-        if type(exc).__module__.split(".")[0] not in ("sqlalchemy", "psycopg", "optuna"):
-            raise
-        raise ConfigError(f"cannot open the Optuna storage {redact(url)} ({exc}).", field="storage") from None
+    if heartbeat > 0:
+        retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)  # Optuna >= 4.9
+        key = "heartbeat_stale_trial_callback" if retry is not None else "failed_trial_callback"
+        retry = retry or optuna.storages.RetryFailedTrialCallback
+        beat = {"heartbeat_interval": heartbeat, "grace_period": grace or 3 * heartbeat, key: retry(max_retry)}
+    for attempt in range(OPEN_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(sqlalchemy_url(url), engine_kwargs=engine, **beat)
+        except Exception as exc:  # SQLAlchemy's errors (an optional import)
+            if type(exc).__module__.split(".")[0] not in ("sqlalchemy", "psycopg", "optuna"):
+                raise
+            if attempt == OPEN_ATTEMPTS - 1:
+                raise ConfigError(f"cannot open the Optuna storage {redact(url)} ({exc}).", field="storage") from None
+            time.sleep(0.2 * (attempt + 1))  # workers creating Optuna's tables in a new database at once collide
+    raise AssertionError("unreachable")
 
 
 def fail_stale(study: Any) -> None:

@@ -60,6 +60,8 @@ NOT_MIRRORED = {
         "resume": "a run directory to continue (api.resume), not the API's resume=True flag",
         "cache": "a path; unset passes the API's default (True: the default cache file), which a path cannot hold",
         "set_": "CLI only: optimizer settings (the API takes an Optimizer)",
+        "storage": "CLI only: structure_search's storage setting (as --set storage=URL)",
+        "study": "CLI only: structure_search's study_name setting (as --set study_name=NAME)",
         "api_base": "CLI only: backend option of the model built for the API",
         "model_opt": "CLI only: backend options of the model built for the API",
         "json_out": "CLI only: output format",
