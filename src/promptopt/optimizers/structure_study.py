@@ -53,7 +53,9 @@ def open_storage(url: str | None, *, heartbeat: int = 0, grace: int | None = Non
         retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)  # Optuna >= 4.9
         key = "heartbeat_stale_trial_callback" if retry is not None else "failed_trial_callback"
         retry = retry or optuna.storages.RetryFailedTrialCallback
-        beat = {"heartbeat_interval": heartbeat, "grace_period": grace or 3 * heartbeat, key: retry(max_retry)}
+        with warnings.catch_warnings():  # the retry callback is "experimental" in Optuna
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            beat = {"heartbeat_interval": heartbeat, "grace_period": grace or 3 * heartbeat, key: retry(max_retry)}
     for attempt in range(OPEN_ATTEMPTS):
         try:
             with warnings.catch_warnings():
