@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import get_args
 
 from promptopt.core.candidate import Prompt
+from promptopt.core.data import Example
 from promptopt.core.exceptions import ConfigError
 from promptopt.core.task import Task
 from promptopt.core.taskfile import load_task
@@ -203,13 +204,8 @@ def evaluate(
     ``progress=True`` shows the evaluation's progress on stderr (as :func:`optimize` does); a function instead is
     called with (examples done, total) as it goes.
     """
-    task_obj = load_task(task) if isinstance(task, str | Path) else task
+    task_obj, examples = _split_examples(task, split, limit)
     check_mode(mode, task_obj)
-    if split not in task_obj.splits:
-        raise ConfigError(f"unknown split {split!r}; use one of {sorted(task_obj.splits)}.", field="split")
-    if limit is not None and limit < 1:
-        raise ConfigError(f"must be >= 1, got {limit}.", field="limit")
-    examples = task_obj.splits[split][:limit] if limit else task_obj.splits[split]
     tracker = tracker or BudgetTracker()
     tracker.max_errors = ErrorLimit.of(max_errors)
     client = ModelClient(get_model(model), cache=open_cache(cache), budget=tracker, batch_size=batch_size)
@@ -274,6 +270,17 @@ def resume(
     )
 
 
+def _split_examples(task: Task | str | Path, split: str, limit: int | None) -> tuple[Task, list[Example]]:
+    """The task and the first ``limit`` examples of its ``split`` (all without a limit)."""
+    task_obj = load_task(task) if isinstance(task, str | Path) else task
+    if split not in task_obj.splits:
+        raise ConfigError(f"unknown split {split!r}; use one of {sorted(task_obj.splits)}.", field="split")
+    if limit is not None and limit < 1:
+        raise ConfigError(f"must be >= 1, got {limit}.", field="limit")
+    examples = list(task_obj.splits[split])
+    return task_obj, examples[:limit] if limit else examples
+
+
 def spread(
     task: Task | str,
     model: Model | str = "smollm2",
@@ -290,10 +297,7 @@ def spread(
 ) -> SpreadResult:
     """FormatSpread interval of ``prompt`` (default: the task's seed prompt) on the first ``limit`` examples
     of ``split`` — the API behind ``promptopt spread``."""
-    task_obj = load_task(task) if isinstance(task, str) else task
-    if split not in task_obj.splits:
-        raise ConfigError(f"unknown split {split!r}; use one of {sorted(task_obj.splits)}.", field="split")
-    examples = task_obj.splits[split][:limit] if limit else task_obj.splits[split]
+    task_obj, examples = _split_examples(task, split, limit)
     client = ModelClient(
         get_model(model), cache=open_cache(cache), budget=tracker or BudgetTracker(), batch_size=batch_size
     )
@@ -329,12 +333,9 @@ def robustness(
     ``model``; ``proposals`` asks, default ``2 * paraphrases``) and the rule-based ones, screened for equivalence
     (``embedder``: ``auto``, ``minilm`` or ``tfidf``); ``source`` = ``rules`` needs no proposer calls.
     """
-    task_obj = load_task(task) if isinstance(task, str) else task
-    if split not in task_obj.splits:
-        raise ConfigError(f"unknown split {split!r}; use one of {sorted(task_obj.splits)}.", field="split")
+    task_obj, examples = _split_examples(task, split, limit)
     if paraphrases < 1:
         raise ConfigError(f"must be >= 1, got {paraphrases}.", field="paraphrases")
-    examples = task_obj.splits[split][:limit] if limit else task_obj.splits[split]
     tracker = tracker or BudgetTracker()
     cache_obj = open_cache(cache)
     model_obj = get_model(model)
