@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_fewshot import SIZES, small_task
+from bench_fewshot import SIZES, fmt_delta, fmt_score, small_task
 from provenance import provenance
 
 import promptopt
@@ -148,12 +148,7 @@ def fill_generation(report: dict[str, Any], model: Any) -> None:
 def fmt(c: dict[str, Any] | None, key: str = "vs_seed") -> str:
     if not c:
         return "–"
-    text = f"{c['mean']:.2f} [{c['ci'][0]:.2f}, {c['ci'][1]:.2f}]"
-    if key in c:
-        d = c[key]
-        delta = f"Δ {d['diff']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}]"
-        text += f" {'**' + delta + '**' if d['ci_low'] > 0 else delta}"
-    return text
+    return f"{fmt_score(c)} {fmt_delta(c[key])}" if key in c else fmt_score(c)
 
 
 def markdown(report: dict[str, Any]) -> str:
