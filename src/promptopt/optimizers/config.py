@@ -2,8 +2,9 @@
 
 A field's annotation is its specification: ``Literal[...]`` lists its choices, ``tuple[X, ...]`` takes a list of X
 (a single X is taken as a 1-tuple; a tuple of choices must not be empty), ``Mapping[K, V]``, ``int``, ``float`` (an
-integer is accepted), ``str``, ``bool`` and unions of those. Every config checks and converts its fields on
-construction, from Python, a preset YAML or ``--set`` alike, and refuses a wrong value naming the field.
+integer is accepted), ``str``, ``bool`` and unions of those; a field's ``min`` metadata bounds a number, or each
+number of a tuple, which must then not be empty. Every config checks and converts its fields on construction, from
+Python, a preset YAML or ``--set`` alike, and refuses a wrong value naming the field.
 """
 
 from __future__ import annotations
@@ -36,7 +37,12 @@ class OptimizerConfig:
             value = checked(type(self), f.name, getattr(self, f.name))
             object.__setattr__(self, f.name, value)
             bounds = f.metadata.get("min")
-            if bounds is not None and value is not None and value < bounds:
+            if bounds is None or value is None:
+                continue
+            if isinstance(value, tuple):  # a list of numbers: non-empty, each at least the bound
+                if not value or min(value) < bounds:
+                    raise ConfigError(f"must be a non-empty list of numbers >= {bounds}, got {value!r}", field=f.name)
+            elif value < bounds:
                 raise ConfigError(f"must be >= {bounds}, got {value!r}", field=f.name)
 
 

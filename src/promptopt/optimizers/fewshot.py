@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING, Literal, get_args
 
 from promptopt.core.candidate import SEARCHED_DEMO_FORMATS, DemoFormat, Prompt
 from promptopt.core.data import Example
-from promptopt.core.exceptions import ConfigError
 from promptopt.core.sampling import Strategy
 from promptopt.optimizers.base import Optimizer, register_optimizer
 from promptopt.optimizers.ics import TupleSettingsMixin
@@ -54,7 +53,9 @@ SELECTIONS: tuple[Selection, ...] = get_args(Selection)
 
 @dataclass(frozen=True, kw_only=True)
 class FewShotConfig(RacingConfig):
-    shots: tuple[int, ...] = field(default=(4, 8, 2, 1), metadata={"help": "demos per prompt, in priority order"})
+    shots: tuple[int, ...] = field(
+        default=(4, 8, 2, 1), metadata={"min": 1, "help": "demos per prompt, in priority order"}
+    )
     sources: tuple[Source, ...] = field(default=SOURCES, metadata={"help": "labeled, bootstrapped"})
     selections: tuple[Selection, ...] = field(default=SELECTIONS, metadata={"help": "random, similar, diverse"})
     demo_formats: tuple[DemoFormat, ...] = field(default=SEARCHED_DEMO_FORMATS, metadata={"help": "inline, turns, …"})
@@ -71,11 +72,6 @@ class FewShotConfig(RacingConfig):
             "the budget goes to what runs next (auto sets it when a soft prompt follows)"
         },
     )
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not self.shots or min(self.shots) < 1:
-            raise ConfigError(f"shots must be non-empty and >= 1, got {self.shots}.", field="shots")
 
 
 @register_optimizer("fewshot")

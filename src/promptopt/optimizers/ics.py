@@ -49,8 +49,8 @@ class TupleSettingsMixin(Optimizer):
 
 @dataclass(frozen=True, kw_only=True)
 class ICSConfig(OptimizerConfig):
-    ks: tuple[int, ...] = field(default=(1, 3, 5), metadata={"help": "numbers of sub-prompts K to try"})
-    shots: tuple[int, ...] = field(default=(2, 4), metadata={"help": "demos per sub-prompt to try"})
+    ks: tuple[int, ...] = field(default=(1, 3, 5), metadata={"min": 1, "help": "numbers of sub-prompts K to try"})
+    shots: tuple[int, ...] = field(default=(2, 4), metadata={"min": 1, "help": "demos per sub-prompt to try"})
     strategies: tuple[Strategy, ...] = field(default=STRATEGIES, metadata={"help": "random, similar, diverse"})
     aggregations: tuple[Aggregation, ...] = field(default=AGGREGATIONS, metadata={"help": "vote, confidence"})
     demo_formats: tuple[DemoFormat, ...] = field(default=SEARCHED_DEMO_FORMATS, metadata={"help": "inline, turns, …"})
@@ -60,11 +60,6 @@ class ICSConfig(OptimizerConfig):
     robust: Robust = field(default="none", metadata={"help": "none, or mean/worst over formats"})
     n_robust_formats: int = field(default=4, metadata={"min": 2, "help": "variants for the robust objective"})
     robust_over: RobustOver = field(default="formats", metadata={"help": "formats | paraphrases (of the instruction)"})
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not self.ks or min(self.ks) < 1 or not self.shots or min(self.shots) < 1:
-            raise ConfigError(f"ks and shots must be non-empty and >= 1, got {self.ks} and {self.shots}.", field="ks")
 
     def variants(self) -> int:
         """Formats each candidate is scored in (the robust objective's)."""

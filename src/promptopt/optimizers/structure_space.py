@@ -8,7 +8,6 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from promptopt.core.candidate import SEARCHED_DEMO_FORMATS, DemoFormat, Prompt
-from promptopt.core.exceptions import ConfigError
 from promptopt.core.sampling import Aggregation, Strategy
 from promptopt.optimizers.config import OptimizerConfig
 from promptopt.prompts.formats import Format, Robust, apply_format
@@ -32,12 +31,12 @@ class StructureSearchConfig(OptimizerConfig):
     n_instructions: int = field(default=4, metadata={"min": 0, "help": "instructions induced by the proposer"})
     instructions: tuple[str, ...] = field(default=(), metadata={"help": "extra instruction candidates"})
     max_words: int = field(default=50, metadata={"min": 1, "help": "longest induced instruction kept"})
-    shots: tuple[int, ...] = field(default=(0, 2, 4), metadata={"help": "demos per prompt to try"})
+    shots: tuple[int, ...] = field(default=(0, 2, 4), metadata={"min": 0, "help": "demos per prompt to try"})
     n_demo_seeds: int = field(default=4, metadata={"min": 1, "help": "random demo draws per setting"})
     demo_formats: tuple[DemoFormat, ...] = field(
         default=SEARCHED_DEMO_FORMATS, metadata={"help": "inline, turns, turns_first, turns_system"}
     )
-    ks: tuple[int, ...] = field(default=(1,), metadata={"help": "ICS sub-prompts K (1 = one prompt)"})
+    ks: tuple[int, ...] = field(default=(1,), metadata={"min": 1, "help": "ICS sub-prompts K (1 = one prompt)"})
     strategies: tuple[Strategy, ...] = field(default=("random",), metadata={"help": "random, similar, diverse"})
     aggregations: tuple[Aggregation, ...] = field(default=("vote",), metadata={"help": "vote, confidence"})
     embedder: str = field(default="auto", metadata={"help": "auto, minilm or tfidf"})
@@ -53,11 +52,6 @@ class StructureSearchConfig(OptimizerConfig):
     max_retry: int = field(default=3, metadata={"min": 0, "help": "retries of a trial whose worker died"})
     temperature: float = field(default=0.9, metadata={"min": 0.0, "help": "proposer sampling temperature"})
     max_tokens: int = field(default=96, metadata={"min": 1, "help": "proposer reply length"})
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not self.shots or min(self.shots) < 0 or not self.ks or min(self.ks) < 1:
-            raise ConfigError(f"shots must be >= 0 and ks >= 1, got {self.shots} and {self.ks}.", field="shots")
 
     @property
     def plain_shots(self) -> int | None:

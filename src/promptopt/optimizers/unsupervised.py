@@ -48,7 +48,9 @@ if TYPE_CHECKING:
 class UnsupervisedConfig(OptimizerConfig):
     pool_size: int = field(default=32, metadata={"min": 2, "help": "train inputs pseudo-labeled (a seeded sample)"})
     per_label: int = field(default=6, metadata={"min": 1, "help": "confident pseudo-labeled examples per label"})
-    shots: tuple[int, ...] = field(default=(4, 8), metadata={"help": "demos per candidate, in priority order"})
+    shots: tuple[int, ...] = field(
+        default=(4, 8), metadata={"min": 1, "help": "demos per candidate, in priority order"}
+    )
     n_draws: int = field(default=2, metadata={"min": 1, "help": "balanced demo draws per k (0: most confident)"})
     demo_formats: tuple[DemoFormat, ...] = field(default=SEARCHED_DEMO_FORMATS, metadata={"help": "inline, turns"})
     max_rounds: int = field(default=3, metadata={"min": 1, "help": "pseudo-label / selection rounds at most"})
@@ -61,11 +63,6 @@ class UnsupervisedConfig(OptimizerConfig):
     )
     proposer_temperature: float = field(default=0.7, metadata={"help": "the proposer's sampling temperature"})
     max_words: int = field(default=60, metadata={"min": 1, "help": "longest induced instruction kept"})
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not self.shots or min(self.shots) < 1:
-            raise ConfigError(f"shots must be non-empty and >= 1, got {self.shots}.", field="shots")
 
 
 @register_optimizer("unsupervised")

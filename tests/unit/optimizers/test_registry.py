@@ -71,6 +71,24 @@ def test_out_of_range_setting():
         load_optimizer("ape", n_prompts=0)
 
 
+@pytest.mark.parametrize(
+    ("name", "setting", "value"),
+    [
+        ("fewshot", "shots", [4, 0]),
+        ("fewshot", "shots", []),
+        ("unsupervised", "shots", [0]),
+        ("ics", "ks", [0, 3]),
+        ("ics", "shots", []),
+        ("structure_search", "shots", [-1]),
+        ("structure_search", "ks", []),
+    ],
+)
+def test_a_list_setting_with_a_bound_is_non_empty_and_each_number_in_range(name, setting, value):
+    with pytest.raises(ConfigError, match=r"must be a non-empty list of numbers >= \d") as info:
+        load_optimizer(name, **{setting: value})
+    assert info.value.field == setting
+
+
 def test_preset_file_by_path(tmp_path):
     path = tmp_path / "mine.yaml"
     path.write_text("optimizer: ape\ndescription: mine\nconfig:\n  n_prompts: 2\n  top_k: 1\n")
